@@ -1,0 +1,760 @@
+"""Start-to-exit latency of ``true`` in a container: labkit next to unshare, runc, crun, Docker.
+
+    sudo python bench/startup.py [--runs N] [--warmup K] [--json OUT] [--markdown OUT]
+                                 [--only NAME,...] [--rootfs DIR] [--python PY]
+
+What one sample is: the wall time (``time.perf_counter_ns``) around ``subprocess.run`` of one
+contender's command, from fork to the reaping of its exit status. For a container that covers
+create + start + the command's run + teardown (``--rm``); it never includes pulling an image:
+every runtime runs the *same* busybox rootfs directory, already on disk (Docker runs an image
+imported from that directory, because Docker cannot run a bare directory).
+
+Contenders run round-robin, one sample each per round, and the order rotates every round, so
+slow drift (another job on the machine, page-cache state, CPU frequency) lands on all of them
+alike. Warm-up rounds are run and thrown away. A contender whose binary is missing is reported
+as ``missing``; one whose command exits non-zero is reported as ``failed`` with its stderr and
+not run again; none is dropped silently.
+
+Everything the script makes is named ``labkit-bench-*`` (OCI bundle directory, container ids,
+cgroups ``/labkit-bench/<id>`` in every hierarchy, Docker container names) and is removed at
+the end, also after an error or Ctrl-C.
+
+Standard library only; it needs root (the runtimes do) and is not a test: nothing here asserts
+a timing. See docs/benchmarks.md for what the numbers mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ROOTFS = "/var/lib/labkit/images/busybox/rootfs"
+DEFAULT_PYTHON = os.environ.get("LABKIT_PYTHON", "/opt/labkit/venv/bin/python")
+DOCKER_IMAGE = "labkit/busybox:latest"
+PREFIX = "labkit-bench"
+#: cgroup parent under which runc and crun put each container's cgroup (every hierarchy).
+CGROUP_PARENT = f"/{PREFIX}"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: The cgroup-v2 hierarchy of a "hybrid" host (v1 controllers + a v2 tree for tracking).
+UNIFIED = CGROUP_ROOT / "unified"
+TIMEOUT_S = 120.0
+OCI_CONTENDERS = {"runc", "crun", "crun-nsenter", "runc-nsenter"}
+RETRY_SERIAL = 1_000_000  # added to a failed sample's serial for the diagnostic re-run
+STDERR_KEEP = 2000  # characters of a failing contender's stderr kept in the report
+
+
+@dataclass
+class Contender:
+    """One command to time. ``argv`` gets the sample's serial number (for unique ids)."""
+
+    name: str
+    kind: str  # "container" or "baseline"
+    what: str  # one line for the report
+    argv: Callable[[int], list[str]]
+    needs: str | None = None  # a binary; missing -> status "missing"
+    status: str = "ok"  # ok | failed | missing
+    reason: str = ""
+    stderr: str = ""
+    returncode: int | None = None
+    samples_ns: list[int] = field(default_factory=list)
+    cpu_ns: list[int] = field(default_factory=list)  # per measured sample, see time_once
+    warmup_ns: list[int] = field(default_factory=list)
+
+    def example(self) -> str:
+        return shlex.join(self.argv(0))
+
+
+# --------------------------------------------------------------------------- host facts
+
+
+def _out(argv: list[str], timeout: float = 20.0) -> str:
+    """A command's stdout (stripped), or "" if it is missing or fails."""
+    if shutil.which(argv[0]) is None:
+        return ""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def cgroup_layout() -> dict[str, object]:
+    """v1, v2 or hybrid, from the filesystem types mounted under /sys/fs/cgroup."""
+    mounts = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, target, fstype, *_ = line.split()
+            if target == str(CGROUP_ROOT) or target.startswith(f"{CGROUP_ROOT}/"):
+                mounts[target] = fstype
+    top = mounts.get(str(CGROUP_ROOT))
+    v1 = sorted(Path(t).name for t, fs in mounts.items() if fs == "cgroup")
+    if top == "cgroup2":
+        mode = "v2 (unified)"
+    elif mounts.get(str(UNIFIED)) == "cgroup2":
+        mode = "hybrid (v1 controllers, v2 tree at /sys/fs/cgroup/unified)"
+    else:
+        mode = "v1 (legacy)"
+    v2_controllers = ""
+    for candidate in (CGROUP_ROOT / "cgroup.controllers", UNIFIED / "cgroup.controllers"):
+        with contextlib.suppress(OSError):
+            v2_controllers = candidate.read_text().strip()
+            break
+    return {"mode": mode, "v1_hierarchies": v1, "v2_controllers": v2_controllers}
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load_now() -> str:
+    """Load average and CPU pressure (PSI): how busy the machine was around the run."""
+    facts = []
+    with contextlib.suppress(OSError):
+        facts.append("loadavg " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
+    with contextlib.suppress(OSError):
+        facts.append("cpu pressure " + Path("/proc/pressure/cpu").read_text().splitlines()[0])
+    return "; ".join(facts)
+
+
+def host_facts(python: str) -> dict[str, object]:
+    docker = _out(["docker", "version", "--format", "{{.Server.Version}} {{.Client.Version}}"])
+    server, _, client = docker.partition(" ")
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "kernel": platform.release(),
+        "cpu_model": cpu_model(),
+        "nproc": os.cpu_count(),
+        "cgroups": cgroup_layout(),
+        "python": _out([python, "-c", "import sys; print(sys.version.split()[0])"]),
+        "python_path": python,
+        "bench_python": sys.version.split()[0],
+        "runc": " / ".join(_out(["runc", "--version"]).splitlines()[:2]),
+        "crun": _out(["crun", "--version"]).splitlines()[0] if shutil.which("crun") else "",
+        "docker": f"server {server}, client {client}" if docker else "",
+        "unshare": _out(["unshare", "--version"]),
+        "nsenter": _out(["nsenter", "--version"]),
+    }
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _runtime_bin() -> str | None:
+    return shutil.which("runc") or shutil.which("crun")
+
+
+def make_bundle(rootfs: str, directory: Path) -> Path:
+    """An OCI bundle for ``/bin/true`` on ``rootfs``: ``runc spec`` (or ``crun spec``) + edits.
+
+    The rootfs is used in place, read-only (nothing is copied and nothing written into it).
+    The namespaces are made to match labkit's default set (pid, net, ipc, uts, mnt, cgroup):
+    the generated spec has no cgroup namespace, so one is added. The network namespace is a
+    new one (no ``path``). Each container gets an explicit cgroup ``/labkit-bench/<id>``,
+    because the default (a child of the caller's own cgroup) would nest it wherever the
+    benchmark happens to run.
+    """
+    tool = _runtime_bin()
+    assert tool is not None
+    subprocess.run([tool, "spec"], cwd=directory, check=True, capture_output=True)
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config["root"] = {"path": os.path.abspath(rootfs), "readonly": True}
+    config["process"]["args"] = ["/bin/true"]
+    config["process"]["terminal"] = False
+    namespaces = [
+        {"type": ns["type"]} if ns["type"] == "network" else ns
+        for ns in config["linux"].get("namespaces", [])
+    ]
+    if not any(ns["type"] == "cgroup" for ns in namespaces):
+        namespaces.append({"type": "cgroup"})
+    config["linux"]["namespaces"] = namespaces
+    config_path.write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def set_cgroup_path(bundle: Path, container_id: str) -> None:
+    """runc and crun read the cgroup path from config.json, so each id needs its own file."""
+    path = bundle / "config.json"
+    config = json.loads(path.read_text())
+    config["linux"]["cgroupsPath"] = f"{CGROUP_PARENT}/{container_id}"
+    path.write_text(json.dumps(config, indent=2))
+
+
+def cgroup_leftovers() -> list[Path]:
+    """Our cgroup directories, in every mounted hierarchy."""
+    found = []
+    for hierarchy in [CGROUP_ROOT, *sorted(CGROUP_ROOT.iterdir())]:
+        parent = hierarchy / CGROUP_PARENT.lstrip("/")
+        if parent.is_dir():
+            found.extend(p for p in parent.iterdir() if p.is_dir())
+            found.append(parent)
+    return found
+
+
+def remove_cgroups() -> list[str]:
+    """rmdir every labkit-bench cgroup (children first); returns those that would not go."""
+    stuck = []
+    for path in cgroup_leftovers():
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            stuck.append(f"{path}: {exc.strerror}")
+    return stuck
+
+
+class LegacyCgroupNamespace:
+    """A mount namespace in which /sys/fs/cgroup/unified is not mounted.
+
+    crun refuses to run on a hybrid host whose v2 tree has any controller ("cgroups in hybrid
+    mode not supported, drop all controllers from cgroupv2"; here the v2 tree lists hugetlb,
+    which no v1 hierarchy has taken). Seen from a mount namespace without that tree, the host
+    looks like plain cgroup v1, which crun supports. A sleeping process holds the namespace;
+    contenders enter it with ``nsenter --mount``. Nothing on the host changes.
+    """
+
+    def __init__(self) -> None:
+        script = f"umount {UNIFIED} && echo ready && exec sleep 86400"
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"could not make the mount namespace: {self.proc.stderr.read()}")
+
+    def prefix(self) -> list[str]:
+        return ["nsenter", f"--mount=/proc/{self.proc.pid}/ns/mnt", "--"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def docker_image_ready(rootfs: str) -> str:
+    """Make sure the Docker image exists; import it from the rootfs if not. Returns a note."""
+    if subprocess.run(["docker", "image", "inspect", DOCKER_IMAGE], capture_output=True).returncode:
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        done = subprocess.run(
+            ["docker", "import", "-", DOCKER_IMAGE], stdin=tar.stdout, capture_output=True
+        )
+        assert tar.stdout is not None
+        tar.stdout.close()
+        tar.wait()
+        if done.returncode:
+            return f"import failed: {done.stderr.decode(errors='replace').strip()}"
+        return f"imported {DOCKER_IMAGE} from {rootfs}"
+    return f"{DOCKER_IMAGE} already present"
+
+
+def remove_docker_containers() -> list[str]:
+    """Remove any labkit-bench-* container that --rm did not (there should be none)."""
+    if shutil.which("docker") is None:
+        return []
+    names = _out(["docker", "ps", "-a", "--filter", f"name={PREFIX}-", "--format", "{{.Names}}"])
+    left = [n for n in names.split() if n.startswith(f"{PREFIX}-")]
+    for name in left:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    return left
+
+
+def remove_runtime_state() -> list[str]:
+    """Delete any runc/crun container of ours still in the runtime's state dir."""
+    left = []
+    for tool, state_dir in (("runc", "/run/runc"), ("crun", "/run/crun")):
+        directory = Path(state_dir)
+        if not directory.is_dir():
+            continue
+        for entry in directory.iterdir():
+            if entry.name.startswith(f"{PREFIX}-"):
+                left.append(f"{tool}:{entry.name}")
+                subprocess.run([tool, "delete", "--force", entry.name], capture_output=True)
+    return left
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+def build_contenders(
+    rootfs: str, python: str, bundle: Path | None, legacy: LegacyCgroupNamespace | None
+) -> list[Contender]:
+    pid = os.getpid()
+    labkit_script = Path(python).parent / "labkit"
+    run_args = ["run", "--rootfs", rootfs, "--", "true"]
+    chroot_args = ["run", "--rootfs", rootfs, "--ns", "none", "--isolation", "chroot", "--", "true"]
+
+    def oci(tool: str, prefix: list[str], tag: str) -> Callable[[int], list[str]]:
+        def argv(i: int) -> list[str]:
+            cid = f"{PREFIX}-{pid}-{tag}-{i}"
+            if bundle is not None and i > 0:
+                set_cgroup_path(bundle, cid)
+            return [*prefix, tool, "run", "--bundle", str(bundle), cid]
+
+        return argv
+
+    def fixed(argv: list[str]) -> Callable[[int], list[str]]:
+        return lambda _i: list(argv)
+
+    unshare = [
+        "unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--cgroup",
+        "--mount-proc", "--root", rootfs, "/bin/true",
+    ]  # fmt: skip
+    docker_run = ["docker", "run", "--rm", "--network", "none"]
+    out = [
+        Contender(
+            "labkit",
+            "container",
+            "python -m labkit.cli run (uts,pid,mnt,ipc,net,cgroup + pivot_root)",
+            fixed([python, "-m", "labkit.cli", *run_args]),
+            needs=python,
+        ),
+        Contender(
+            "labkit-script",
+            "container",
+            "installed console script `labkit run` (same work as above)",
+            fixed([str(labkit_script), *run_args]),
+            needs=str(labkit_script),
+        ),
+        Contender(
+            "labkit-chroot-nons",
+            "container",
+            "labkit run --ns none --isolation chroot (floor: labkit's Python path, no namespaces)",
+            fixed([python, "-m", "labkit.cli", *chroot_args]),
+            needs=python,
+        ),
+        Contender(
+            "unshare",
+            "container",
+            "util-linux unshare, same 6 namespaces + /proc, chroot via --root",
+            fixed(unshare),
+            needs="unshare",
+        ),
+        Contender(
+            "runc",
+            "container",
+            "runc run (OCI bundle, same rootfs read-only, 6 namespaces, cgroups v1)",
+            oci("runc", [], "runc"),
+            needs="runc",
+        ),
+        Contender(
+            "crun",
+            "container",
+            "crun run (same bundle)",
+            oci("crun", [], "crun"),
+            needs="crun",
+        ),
+    ]
+    if legacy is not None:
+        out += [
+            Contender(
+                "crun-nsenter",
+                "container",
+                "nsenter --mount=<ns without the cgroup2 tree> crun run (same bundle)",
+                oci("crun", legacy.prefix(), "crunns"),
+                needs="crun",
+            ),
+            Contender(
+                "runc-nsenter",
+                "container",
+                "nsenter --mount=<same ns> runc run: runc under crun's conditions",
+                oci("runc", legacy.prefix(), "runcns"),
+                needs="runc",
+            ),
+        ]
+    out += [
+        Contender(
+            "docker",
+            "container",
+            f"docker run --rm --network none {DOCKER_IMAGE} true (daemon, containerd, shim, runc)",
+            lambda i: [*docker_run, "--name", f"{PREFIX}-{pid}-{i}", DOCKER_IMAGE, "true"],
+            needs="docker",
+        ),
+        Contender("true", "baseline", "bare /bin/true: fork + exec + wait", fixed(["/bin/true"])),
+    ]
+    if legacy is not None:
+        out.append(
+            Contender(
+                "nsenter-true",
+                "baseline",
+                "nsenter --mount=<same ns> /bin/true: what the nsenter hop costs",
+                fixed([*legacy.prefix(), "/bin/true"]),
+                needs="nsenter",
+            )
+        )
+    out += [
+        Contender(
+            "python-c-pass",
+            "baseline",
+            "labkit's interpreter: python -c pass (with site: the venv's .pth files)",
+            fixed([python, "-c", "pass"]),
+            needs=python,
+        ),
+        Contender(
+            "python-I-c-pass",
+            "baseline",
+            "python -I -c pass (isolated: no env vars, no user site; venv site still runs)",
+            fixed([python, "-I", "-c", "pass"]),
+            needs=python,
+        ),
+        Contender(
+            "python-S-c-pass",
+            "baseline",
+            "python -S -c pass (no site module at all: the interpreter's own floor)",
+            fixed([python, "-S", "-c", "pass"]),
+            needs=python,
+        ),
+        Contender(
+            "python-import-pyroute2",
+            "baseline",
+            "python -c 'import pyroute2' (why labkit imports it only where needed)",
+            fixed([python, "-c", "import pyroute2"]),
+            needs=python,
+        ),
+    ]
+    return out
+
+
+def _missing(needs: str | None) -> bool:
+    if needs is None:
+        return False
+    if os.sep in needs:
+        return not os.access(needs, os.X_OK)
+    return shutil.which(needs) is None
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _children_cpu_ns() -> int:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((usage.ru_utime + usage.ru_stime) * 1e9)
+
+
+def time_once(argv: list[str]) -> tuple[int, int, int]:
+    """(wall ns, CPU ns, exit status) of one run, output discarded.
+
+    CPU is user + system time of the whole reaped process tree (getrusage RUSAGE_CHILDREN):
+    less disturbed than wall time by other jobs on a shared machine, but blind to work done
+    elsewhere (the Docker daemon, containerd and the shim are not our children).
+    """
+    cpu0 = _children_cpu_ns()
+    start = time.perf_counter_ns()
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=TIMEOUT_S,
+    )  # fmt: skip
+    wall = time.perf_counter_ns() - start
+    return wall, _children_cpu_ns() - cpu0, done.returncode
+
+
+def diagnose(c: Contender, argv: list[str], returncode: int | None, why: str = "") -> None:
+    """Mark a contender failed, with the stderr of one more run of the same command.
+
+    ``argv`` should carry fresh ids (a failed run may have left its container behind)."""
+    c.status = "failed"
+    c.returncode = returncode
+    c.reason = why or f"exit status {returncode}"
+    try:
+        again = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+        c.stderr = (again.stderr or again.stdout).strip()[-STDERR_KEEP:]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        c.stderr = str(exc)
+
+
+def sample(c: Contender, serial: int, warmup: bool) -> None:
+    argv = c.argv(serial)
+    try:
+        ns, cpu, code = time_once(argv)
+    except subprocess.TimeoutExpired:
+        diagnose(c, c.argv(serial + RETRY_SERIAL), None, f"timed out after {TIMEOUT_S:.0f} s")
+        return
+    except OSError as exc:
+        c.status, c.reason = "failed", f"could not start: {exc}"
+        return
+    if code != 0:
+        diagnose(c, c.argv(serial + RETRY_SERIAL), code)
+        return
+    if warmup:
+        c.warmup_ns.append(ns)
+    else:
+        c.samples_ns.append(ns)
+        c.cpu_ns.append(cpu)
+
+
+def measure(contenders: list[Contender], runs: int, warmup: int, progress: bool) -> None:
+    """Round-robin: every round runs each live contender once, starting one further along."""
+    serial = 0
+    total = warmup + runs
+    gc.disable()  # no collector pauses in the timing process
+    try:
+        for round_no in range(total):
+            live = [c for c in contenders if c.status == "ok"]
+            if not live:
+                return
+            shift = round_no % len(live)
+            for c in live[shift:] + live[:shift]:
+                serial += 1
+                sample(c, serial, warmup=round_no < warmup)
+            if progress and (round_no + 1) % 10 == 0:
+                print(f"  round {round_no + 1}/{total}", file=sys.stderr, flush=True)
+    finally:
+        gc.enable()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def p90(values: list[float]) -> float:
+    """90th percentile, linear interpolation between closest ranks (numpy's default)."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def summarize(c: Contender) -> dict[str, object]:
+    row: dict[str, object] = {
+        "name": c.name,
+        "kind": c.kind,
+        "what": c.what,
+        "command": c.example(),
+        "status": c.status,
+        "n": len(c.samples_ns),
+    }
+    if c.reason:
+        row["reason"] = c.reason
+    if c.stderr:
+        row["stderr"] = c.stderr
+    if c.returncode is not None:
+        row["returncode"] = c.returncode
+    if c.samples_ns:
+        ms = sorted(ns / 1e6 for ns in c.samples_ns)
+        row.update(
+            median_ms=round(statistics.median(ms), 3),
+            p90_ms=round(p90(ms), 3),
+            min_ms=round(ms[0], 3),
+            max_ms=round(ms[-1], 3),
+            mean_ms=round(statistics.fmean(ms), 3),
+            cpu_median_ms=round(statistics.median(ns / 1e6 for ns in c.cpu_ns), 3),
+            samples_ms=[round(ns / 1e6, 3) for ns in c.samples_ns],
+            cpu_ms=[round(ns / 1e6, 3) for ns in c.cpu_ns],
+        )
+    if c.status != "ok":
+        row["median_ms"] = None  # a failed contender has no figure, whatever it measured
+    return row
+
+
+def add_ratios(rows: list[dict[str, object]]) -> None:
+    by_name = {r["name"]: r for r in rows}
+    for ref in ("labkit", "runc"):
+        base = by_name.get(ref, {}).get("median_ms")
+        for r in rows:
+            value = r.get("median_ms")
+            r[f"x_{ref}"] = round(value / base, 3) if value and base else None
+
+
+def _fmt(value: object, digits: int = 1, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    cg = meta["host"]["cgroups"]
+    lines = [
+        f"Run {meta['host']['date']}: {meta['runs']} measured runs per contender "
+        f"(+{meta['warmup']} warm-up, discarded), round-robin, rotating order; "
+        f"rootfs `{meta['rootfs']}`.",
+        "",
+        "| contender | median ms | p90 ms | min ms | × labkit | × runc | CPU ms | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["contenders"]:
+        status = r["status"] if r["status"] != "ok" else f"ok (n={r['n']})"
+        lines.append(
+            f"| `{r['name']}` | {_fmt(r.get('median_ms'))} | {_fmt(r.get('p90_ms'))} | "
+            f"{_fmt(r.get('min_ms'))} | {_fmt(r.get('x_labkit'), 2, '×')} | "
+            f"{_fmt(r.get('x_runc'), 2, '×')} | {_fmt(r.get('cpu_median_ms'))} | {status} |"
+        )
+    lines += ["", "Commands (sample serial numbers make ids unique):", ""]
+    for r in report["contenders"]:
+        lines.append(f"- `{r['name']}`: {r['what']}  \n  `{r['command']}`")
+    problems = [r for r in report["contenders"] if r["status"] != "ok"]
+    if problems:
+        lines += ["", "Not measured:", ""]
+        for r in problems:
+            detail = r.get("stderr", "").strip().splitlines()
+            tail = f": `{detail[-1]}`" if detail else ""
+            lines.append(f"- `{r['name']}` {r['status']} ({r.get('reason', '')}){tail}")
+    host = meta["host"]
+    lines += [
+        "",
+        "Machine:",
+        "",
+        f"- kernel {host['kernel']}, {host['cpu_model']}, nproc {host['nproc']}",
+        f"- cgroups: {cg['mode']}; v2 controllers: `{cg['v2_controllers'] or 'none'}`",
+        f"- python {host['python']} ({host['python_path']})",
+        f"- {host['runc'] or 'runc missing'}; {host['crun'] or 'crun missing'}",
+        f"- docker {host['docker'] or 'missing'}; {host['unshare']}",
+        f"- before: {meta['load_before']}",
+        f"- after: {meta['load_after']}",
+    ]
+    for note in meta["notes"]:
+        lines.append(f"- note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(report: dict) -> None:
+    head = ["median", "p90", "min", "×labkit", "×runc", "cpu"]
+    print(f"{'contender':<24}" + "".join(f"{h:>9}" for h in head) + "  status")
+    for r in report["contenders"]:
+        print(
+            f"{r['name']:<24}{_fmt(r.get('median_ms')):>9}{_fmt(r.get('p90_ms')):>9}"
+            f"{_fmt(r.get('min_ms')):>9}{_fmt(r.get('x_labkit'), 2):>9}"
+            f"{_fmt(r.get('x_runc'), 2):>9}{_fmt(r.get('cpu_median_ms')):>9}"
+            f"  {r['status']} {r.get('reason', '')}"
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def fixtures(rootfs: str, wanted: set[str] | None) -> Iterator[dict]:
+    """The bundle directory, the legacy-cgroup mount namespace if crun needs it, cleanup."""
+    state: dict = {"bundle": None, "legacy": None, "notes": []}
+    tmp = None
+    try:
+        if _runtime_bin() and (wanted is None or wanted & OCI_CONTENDERS):
+            tmp = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+            state["bundle"] = make_bundle(rootfs, tmp)
+        if shutil.which("crun") and state["bundle"] is not None and _crun_needs_legacy(wanted):
+            try:
+                state["legacy"] = LegacyCgroupNamespace()
+                state["notes"].append(
+                    "crun refuses this hybrid host; crun-nsenter runs it in a mount namespace "
+                    "without /sys/fs/cgroup/unified (nsenter-true is that hop's own cost)"
+                )
+            except (OSError, RuntimeError) as exc:
+                state["notes"].append(f"no legacy-cgroup namespace for crun: {exc}")
+        yield state
+    finally:
+        if state["legacy"] is not None:
+            state["legacy"].close()
+        left = remove_runtime_state() + remove_docker_containers()
+        stuck = remove_cgroups()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if left:
+            state["notes"].append(f"cleaned up leftovers: {', '.join(left)}")
+        if stuck:
+            state["notes"].append(f"cgroups that would not go: {', '.join(stuck)}")
+
+
+def _crun_needs_legacy(wanted: set[str] | None) -> bool:
+    """True on a hybrid host whose v2 tree has controllers: the case crun rejects."""
+    if wanted is not None and not wanted & {"crun-nsenter", "runc-nsenter", "nsenter-true"}:
+        return False
+    try:
+        return bool((UNIFIED / "cgroup.controllers").read_text().strip())
+    except OSError:
+        return False
+
+
+def run(args: argparse.Namespace) -> dict:
+    rootfs = os.path.abspath(args.rootfs)
+    if not Path(rootfs, "bin", "true").exists() and not Path(rootfs, "bin", "busybox").exists():
+        raise SystemExit(f"startup.py: no busybox rootfs at {rootfs} (fix: labkit images build)")
+    wanted = set(args.only.split(",")) if args.only else None
+    host = host_facts(args.python)
+    load_before = load_now()
+    with fixtures(rootfs, wanted) as state:
+        contenders = build_contenders(rootfs, args.python, state["bundle"], state["legacy"])
+        if wanted is not None:
+            unknown = wanted - {c.name for c in contenders}
+            if unknown:
+                state["notes"].append(f"--only names not available here: {sorted(unknown)}")
+            contenders = [c for c in contenders if c.name in wanted]
+        for c in contenders:
+            if _missing(c.needs):
+                c.status, c.reason = "missing", f"{c.needs} not found: skipped"
+        if any(c.name == "docker" and c.status == "ok" for c in contenders):
+            state["notes"].append(f"docker image: {docker_image_ready(rootfs)}")
+        if not args.quiet:
+            names = ", ".join(c.name for c in contenders if c.status == "ok")
+            print(f"startup.py: {args.warmup}+{args.runs} rounds of: {names}", file=sys.stderr)
+        measure(contenders, args.runs, args.warmup, progress=not args.quiet)
+    rows = [summarize(c) for c in contenders]
+    add_ratios(rows)
+    return {
+        "meta": {
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "rootfs": rootfs,
+            "host": host,
+            "load_before": load_before,
+            "load_after": load_now(),
+            "notes": state["notes"],
+            "method": "perf_counter_ns around subprocess.run, stdout/stderr to /dev/null, "
+            "round-robin with rotating start, warm-up discarded",
+        },
+        "contenders": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=50, help="measured runs each (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="discarded rounds (default 5)")
+    parser.add_argument("--json", metavar="OUT", help="write the full report (with samples)")
+    parser.add_argument("--markdown", metavar="OUT", help="write the results table")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated contender names")
+    parser.add_argument("--rootfs", default=DEFAULT_ROOTFS)
+    parser.add_argument("--python", default=DEFAULT_PYTHON, help="labkit's interpreter")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be >= 1 and --warmup >= 0")
+    if os.geteuid() != 0:
+        print("startup.py: needs root, as the runtimes do (fix: sudo)", file=sys.stderr)
+        return 2
+    report = run(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report))
+    print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The ``labkit`` command. Start-up time counts, so every command imports what it needs
+only when it runs (pyroute2 alone takes ~170 ms to import)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from labkit.errors import LabkitError
+
+EXIT_LABKIT_ERROR = 125  # what `docker run` returns when the runtime itself failed
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from labkit.kernel.namespaces import parse_kinds
+    from labkit.runtime import spawn
+    from labkit.runtime.spec import ContainerSpec
+
+    if args.rootfs:
+        rootfs = os.path.abspath(args.rootfs)
+    else:
+        from labkit.images.base import image_rootfs
+
+        rootfs = str(image_rootfs(args.image))
+    argv = list(args.command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    spec = ContainerSpec(
+        rootfs=rootfs,
+        argv=argv,
+        namespaces=sorted(parse_kinds(args.ns)),
+        isolation=args.isolation,
+        hostname=args.hostname,
+        env=_parse_env(args.env),
+        workdir=args.workdir,
+        try_escape=args.try_escape,
+    )
+    if args.name:
+        spec.id = args.name
+    container = spawn.start(spec)
+    if args.pid_file:
+        _write_atomically(args.pid_file, f"{container.pid}\n")
+    code = spawn.supervise(container)
+    if container.error:
+        print(f"labkit: {container.error['message']}", file=sys.stderr)
+    return code
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LabkitError(f"bad --env {pair!r}", fix="write it as KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _cmd_images(args: argparse.Namespace) -> int:
+    from labkit.images import base
+
+    if args.action == "build":
+        names = base.KNOWN if args.name in (None, "all") else [args.name]
+        for name in names:
+            print(f"{name}: {base.build(name, force=args.force)}")
+    elif args.action == "ls":
+        for image in base.list_images():
+            print(f"{image['name']:<10} {image['size_bytes'] / 2**20:8.1f} MiB  "
+                  f"{image['files']:>6} files  {image['rootfs']}")
+    elif args.action == "docker-import":
+        names = [i["name"] for i in base.list_images()] if args.name in (None, "all") else [
+            args.name]
+        for name in names:
+            print(base.docker_import(name))
+    return 0
+
+
+def _cmd_ns(args: argparse.Namespace) -> int:
+    from labkit.kernel.namespaces import list_namespaces
+
+    rows = list_namespaces()
+    if args.json:
+        import json
+
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return 0
+    print(f"{'NS':>10} {'TYPE':<6} {'NPROCS':>6} {'PID':>7} COMMAND")
+    for row in rows:
+        print(f"{row.inode:>10} {row.kind:<6} {row.nprocs:>6} {row.pid:>7} {row.command[:60]}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from labkit import doctor
+
+    return doctor.main(as_json=args.json)
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    from labkit import reset
+
+    return reset.main(dry_run=args.dry_run, images=args.images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labkit", description="A container runtime built one kernel primitive at a time.")
+    sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a command in a new container",
+                         description="Run a command in a container: a rootfs, namespaces and "
+                                     "pivot_root (or chroot).")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--image", default="busybox", help="a base image (default: busybox)")
+    source.add_argument("--rootfs", help="a directory to use as the root filesystem")
+    run.add_argument("--ns", default="uts,pid,mnt,ipc,net,cgroup", metavar="KINDS",
+                     help="namespaces to create: uts,pid,mnt,ipc,net,cgroup,user, or none "
+                          "(default: uts,pid,mnt,ipc,net,cgroup, as Docker)")
+    run.add_argument("--isolation", choices=("pivot_root", "chroot"), default="pivot_root",
+                     help="how the rootfs becomes / (default: pivot_root)")
+    run.add_argument("--hostname", help="hostname inside (needs uts; default: the id)")
+    run.add_argument("--name", help="container id (default: 12 random hex digits)")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("-w", "--workdir", default="/", help="working directory inside")
+    run.add_argument("--pid-file", help="write the container's host PID here once it runs")
+    run.add_argument("--try-escape", action="store_true",
+                     help="teaching aid: attempt the classic chroot escape before exec")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+    run.set_defaults(func=_cmd_run)
+
+    images = sub.add_parser("images", help="build and list base images")
+    images.add_argument("action", choices=("build", "ls", "docker-import"))
+    images.add_argument("name", nargs="?", help="busybox, debian or all (default: all)")
+    images.add_argument("--force", action="store_true", help="rebuild even if built")
+    images.set_defaults(func=_cmd_images)
+
+    ns = sub.add_parser("ns", help="namespaces on this host")
+    ns.add_argument("action", choices=("ls",))
+    ns.add_argument("--json", action="store_true")
+    ns.set_defaults(func=_cmd_ns)
+
+    doctor = sub.add_parser("doctor", help="check this host and say what to fix")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    reset = sub.add_parser("reset", help="remove everything labkit made on this host")
+    reset.add_argument("--dry-run", action="store_true", help="only list what would go")
+    reset.add_argument("--images", action="store_true", help="remove built images too")
+    reset.set_defaults(func=_cmd_reset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        _require_linux()
+        return func(args)
+    except LabkitError as exc:
+        print(f"labkit: {exc}", file=sys.stderr)
+        return EXIT_LABKIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _require_linux() -> None:
+    if sys.platform != "linux":
+        raise LabkitError(f"labkit needs Linux, this is {sys.platform}",
+                          fix="use the lab VM: cd vagrant && vagrant up")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

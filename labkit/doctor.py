@@ -1,0 +1,354 @@
+"""``labkit doctor``: check, before the lab starts, everything later steps rely on.
+
+Each check reports ``ok``, ``warn`` (the lab works, with a caveat) or ``fail`` (a step will
+break), and every non-ok check carries a one-line fix, so a learner never has to decode a
+kernel errno three notebooks later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+NS_KINDS = ("uts", "pid", "mnt", "ipc", "net", "user", "cgroup")
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+    fix: str = ""
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, "ok", detail)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess | None:
+    """Run a probe command; None if it is not installed or hangs."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+# -- checks: each returns one or more Check ---------------------------------------------------
+
+
+def check_root() -> list[Check]:
+    if os.geteuid() == 0:
+        return [_ok("root", "running as root (uid 0)")]
+    return [
+        Check(
+            "root",
+            "fail",
+            f"running as uid {os.geteuid()}; namespaces and mounts need root",
+            "run with sudo (e.g. sudo labkit doctor)",
+        )
+    ]
+
+
+def check_platform() -> list[Check]:
+    try:
+        from labkit.kernel.syscalls import PIVOT_ROOT_SYSCALL
+    except (ImportError, OSError):  # no libc to load: not Linux
+        PIVOT_ROOT_SYSCALL = {"x86_64": 155, "aarch64": 41}  # noqa: N806
+
+    out = []
+    system = platform.system()
+    if system == "Linux":
+        out.append(_ok("linux", "Linux"))
+    else:
+        out.append(
+            Check(
+                "linux",
+                "fail",
+                f"{system}: containers are a Linux kernel feature",
+                "use the lab VM (vagrant up)",
+            )
+        )
+    out.append(_ok("kernel", platform.release()))
+    arch = platform.machine()
+    if arch in PIVOT_ROOT_SYSCALL:
+        out.append(
+            _ok("architecture", f"{arch} (pivot_root is syscall {PIVOT_ROOT_SYSCALL[arch]})")
+        )
+    else:
+        known = ", ".join(sorted(PIVOT_ROOT_SYSCALL))
+        out.append(
+            Check(
+                "architecture",
+                "fail",
+                f"{arch}: no pivot_root syscall number known",
+                f"use an x86_64 or aarch64 machine (known: {known})",
+            )
+        )
+    return out
+
+
+def check_python() -> list[Check]:
+    v = sys.version_info
+    version = f"{v.major}.{v.minor}.{v.micro}"
+    how = "os.unshare/os.setns" if hasattr(os, "unshare") else "ctypes fallback (no os.unshare)"
+    if v >= (3, 11):
+        return [_ok("python", f"{version}; namespaces via {how}")]
+    return [Check("python", "fail", f"{version} is too old", "install Python 3.11 or newer")]
+
+
+def check_namespaces() -> list[Check]:
+    present = (
+        {p.name for p in Path("/proc/self/ns").iterdir()}
+        if Path("/proc/self/ns").is_dir()
+        else set()
+    )
+    missing = [k for k in NS_KINDS if k not in present]
+    out = []
+    if missing:
+        out.append(
+            Check(
+                "namespaces",
+                "fail",
+                f"kernel lacks: {', '.join(missing)}",
+                "use a distro kernel >= 4.6 (built with CONFIG_*_NS)",
+            )
+        )
+    else:
+        out.append(_ok("namespaces", " ".join(NS_KINDS)))
+    raw = _read("/proc/sys/user/max_user_namespaces").strip()
+    if raw and int(raw) > 0:
+        out.append(_ok("user namespaces", f"enabled (max_user_namespaces={raw})"))
+    else:
+        out.append(
+            Check(
+                "user namespaces",
+                "warn",
+                f"disabled (max_user_namespaces={raw or '?'})",
+                "sysctl -w user.max_user_namespaces=15000",
+            )
+        )
+    return out
+
+
+def check_overlay() -> list[Check]:
+    fs = _read("/proc/filesystems").split()
+    if "overlay" in fs:
+        return [_ok("overlayfs", "overlay in /proc/filesystems")]
+    return [
+        Check(
+            "overlayfs",
+            "warn",
+            "overlay is not loaded (needed for image layers later)",
+            "modprobe overlay",
+        )
+    ]
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fstype, super options) from /proc/self/mountinfo."""
+    out = []
+    for line in _read("/proc/self/mountinfo").splitlines():
+        f = line.split()
+        sep = f.index("-")
+        out.append((f[4], f[sep + 1], f[sep + 3] if len(f) > sep + 3 else ""))
+    return out
+
+
+def cgroup_layout() -> tuple[str, str, list[str], list[str]]:
+    """(layout, v2 mount point, v2 controllers, v1 hierarchies) of this host.
+
+    ``layout`` is "v2 (unified)", "hybrid (v1 + empty v2)", "hybrid (v1 + v2)", "v1" or "none".
+    """
+    mounts = _mounts()
+    v2 = [m for m, fs, _ in mounts if fs == "cgroup2"]
+    v1 = [os.path.basename(m) for m, fs, _ in mounts if fs == "cgroup"]
+    v2_mnt = "/sys/fs/cgroup" if "/sys/fs/cgroup" in v2 else (v2[0] if v2 else "")
+    controllers = _read(f"{v2_mnt}/cgroup.controllers").split() if v2_mnt else []
+    if v2 and not v1:
+        layout = "v2 (unified)"
+    elif v2 and v1:
+        layout = "hybrid (v1 + v2)" if controllers else "hybrid (v1 + empty v2)"
+    elif v1:
+        layout = "v1"
+    else:
+        layout = "none"
+    return layout, v2_mnt, controllers, v1
+
+
+def check_cgroups() -> list[Check]:
+    layout, v2_mnt, controllers, v1 = cgroup_layout()
+    parts = [layout]
+    if v2_mnt:
+        parts.append(f"v2 at {v2_mnt} controllers: {' '.join(controllers) or '(none)'}")
+    if v1:
+        parts.append(f"v1: {' '.join(sorted(v1))}")
+    detail = "; ".join(parts)
+    if layout == "v2 (unified)":
+        return [Check("cgroups", "ok", detail)]
+    if layout == "none":
+        return [
+            Check(
+                "cgroups",
+                "fail",
+                "no cgroup filesystem mounted",
+                "mount -t cgroup2 none /sys/fs/cgroup",
+            )
+        ]
+    return [
+        Check(
+            "cgroups",
+            "warn",
+            detail,
+            "for v2 boot with systemd.unified_cgroup_hierarchy=1 (or cgroup_no_v1=all)",
+        )
+    ]
+
+
+def check_iptables() -> list[Check]:
+    res = _run("iptables", "-V")
+    if res is None or res.returncode != 0:
+        return [
+            Check(
+                "iptables",
+                "warn",
+                "iptables not found (needed for networking later)",
+                "apt-get install iptables",
+            )
+        ]
+    text = res.stdout.strip()
+    backend = "nf_tables" if "nf_tables" in text else "legacy" if "legacy" in text else "unknown"
+    return [_ok("iptables", f"{text} (backend: {backend})")]
+
+
+def check_docker() -> list[Check]:
+    if shutil.which("docker") is None:
+        return [
+            Check(
+                "docker",
+                "warn",
+                "docker CLI not found (used for side-by-side comparisons)",
+                "apt-get install docker.io",
+            )
+        ]
+    res = _run("docker", "version", "--format", "{{.Server.Version}}")
+    if res is None or res.returncode != 0:
+        return [
+            Check(
+                "docker",
+                "warn",
+                "docker CLI present, daemon not reachable",
+                "start dockerd (systemctl start docker, or `dockerd &` as root)",
+            )
+        ]
+    out = [_ok("docker", f"daemon reachable (server {res.stdout.strip()})")]
+    fwd = _run("iptables", "-S", "FORWARD")
+    if fwd is not None and fwd.returncode == 0 and "-P FORWARD DROP" in fwd.stdout:
+        out.append(
+            Check(
+                "docker FORWARD policy",
+                "warn",
+                "Docker set the iptables FORWARD policy to DROP: routed container "
+                "traffic is dropped unless a rule accepts it",
+                "none now: labkit adds its own ACCEPT rules in the networking step",
+            )
+        )
+    return out
+
+
+def check_images() -> list[Check]:
+    from labkit.images.base import KNOWN, list_images
+
+    built = {i["name"]: i for i in list_images()}
+    out = []
+    for name in KNOWN:
+        if name in built:
+            mb = built[name]["size_bytes"] / 1e6
+            out.append(_ok(f"image {name}", f"built ({mb:.1f} MB, {built[name]['files']} files)"))
+        else:
+            out.append(Check(f"image {name}", "warn", "not built", "labkit images build all"))
+    return out
+
+
+def check_leftovers() -> list[Check]:
+    from labkit import reset
+
+    items = reset.plan()
+    if not items:
+        return [_ok("leftovers", "none from earlier runs")]
+    kinds = sorted({i.kind for i in items})
+    return [
+        Check(
+            "leftovers",
+            "warn",
+            f"{len(items)} leftover objects from earlier runs ({', '.join(kinds)})",
+            "labkit reset",
+        )
+    ]
+
+
+CHECKS: list[Callable[[], list[Check]]] = [
+    check_root,
+    check_platform,
+    check_python,
+    check_namespaces,
+    check_overlay,
+    check_cgroups,
+    check_iptables,
+    check_docker,
+    check_images,
+    check_leftovers,
+]
+
+
+def run_checks() -> list[Check]:
+    """Run every check; a check that crashes is reported as a failure, not a traceback."""
+    out: list[Check] = []
+    for fn in CHECKS:
+        name = fn.__name__.removeprefix("check_")
+        try:
+            out += fn()
+        except Exception as exc:  # noqa: BLE001 - the doctor must always finish its report
+            out.append(
+                Check(name, "fail", f"check crashed: {exc!r}", "report this as a labkit bug")
+            )
+    return out
+
+
+def main(as_json: bool = False) -> int:
+    """Print the report (table or JSON); exit status 1 if any check failed."""
+    checks = run_checks()
+    if as_json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            print(f"[{mark[c.status]}] {c.name:<{width}}  {c.detail}")
+            if c.fix:
+                print(f"       {'':<{width}}  fix: {c.fix}")
+        fails = sum(c.status == "fail" for c in checks)
+        warns = sum(c.status == "warn" for c in checks)
+        print(f"\n{len(checks)} checks: {fails} failed, {warns} warnings")
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(as_json="--json" in sys.argv[1:]))

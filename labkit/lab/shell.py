@@ -1,0 +1,116 @@
+"""Notebook helpers for running things *outside* the Jupyter kernel.
+
+The kernel process is multithreaded and must never unshare, setns, chroot or pivot, so
+every container a notebook makes is made by the ``labkit`` CLI in a child process. These
+helpers keep those calls short and their output readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+def sh(command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a shell command on the host and capture its output as text."""
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"`{command}` exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def labkit(*args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the labkit CLI (with this notebook's Python) and capture its output.
+
+    ``check`` is off by default because a container's own exit code is often the point.
+    """
+    result = subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"labkit {' '.join(args)} exited {result.returncode}: "
+                           f"{result.stderr.strip()}")
+    return result
+
+
+def show_source(obj: object) -> None:
+    """Display the source of a labkit function or module, highlighted, in the notebook."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"```python\n{inspect.getsource(obj)}```"))  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def background(*run_args: str, timeout: float = 20) -> Iterator[int]:
+    """Start ``labkit run RUN_ARGS`` in the background and yield the container's host PID.
+
+    The CLI process is the container's supervisor; on exit we stop it (SIGTERM to the
+    container, then SIGKILL) and wait, so nothing outlives the cell.
+    """
+    with tempfile.TemporaryDirectory(prefix="labkit-nb-") as tmp:
+        pid_file = Path(tmp) / "pid"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labkit.cli", "run", "--pid-file", str(pid_file), *run_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            pid = _wait_for_pid(pid_file, proc, timeout)
+            yield pid
+        finally:
+            _stop(proc, pid_file)
+
+
+def _wait_for_pid(pid_file: Path, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid_file.exists():
+            return int(pid_file.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"labkit run exited {proc.returncode}: {proc.stderr.read()}")
+        time.sleep(0.02)
+    raise TimeoutError(f"no container PID after {timeout} s")
+
+
+def _stop(proc: subprocess.Popen, pid_file: Path) -> None:
+    if proc.poll() is None:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        else:
+            proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
+def docker_available() -> bool:
+    """True if a Docker daemon answers; notebooks assert this before comparing."""
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the docker CLI and capture its output."""
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} exited {result.returncode}: "
+                           f"{result.stderr.strip()}")
+    return result
+
+
+def lines(text: str) -> Sequence[str]:
+    """Non-empty, stripped lines of a command's output."""
+    return [line.strip() for line in text.splitlines() if line.strip()]

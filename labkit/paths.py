@@ -1,0 +1,19 @@
+"""Where labkit keeps things on the host, and the name tag every host object carries.
+
+Everything labkit creates is named with ``NAME_PREFIX`` (or lives under one of these
+directories), so ``labkit reset`` can remove exactly what labkit made and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+NAME_PREFIX = "labkit"
+
+#: Persistent data: base images and, later, layers and volumes.
+STATE_DIR = Path(os.environ.get("LABKIT_STATE_DIR", "/var/lib/labkit"))
+#: Runtime data that must not survive a reboot: pid files, per-container scratch.
+RUN_DIR = Path(os.environ.get("LABKIT_RUN_DIR", "/run/labkit"))
+
+IMAGES_DIR = STATE_DIR / "images"

@@ -1,0 +1,180 @@
+"""The helper process: a fresh, single-threaded Python that turns itself into a container.
+
+It is started by a supervisor (``labkit.runtime.spawn``) as::
+
+    python -m labkit.runtime.helper REPORT_FD SPEC_JSON
+
+and does, in order:
+
+1. with a user namespace: fork; the child unshares CLONE_NEWUSER and waits while this
+   process, still in the host's user namespace, writes the child's uid_map and gid_map;
+2. unshare(2) every other namespace kind in one call;
+3. with a PID namespace: fork, because only children enter a new PID namespace; the
+   child is PID 1 there;
+4. in the container process: make mounts private, bind the rootfs, mount /proc, /sys and
+   a fresh /dev, pivot_root (or chroot), set the hostname, and exec the command.
+
+Every step reports to the supervisor as one JSON line on REPORT_FD. The report pipe is
+close-on-exec, so a successful exec closes it: end-of-file means "the command is running".
+No Python process stays behind: the forking parents exit at once and the container
+process becomes the supervisor's child (the supervisor is a child subreaper).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+from labkit.kernel import namespaces, rootfs, syscalls
+from labkit.runtime.spec import USERNS_HOST_BASE, USERNS_SIZE, ContainerSpec
+
+#: Exit codes with Docker's meaning.
+EXIT_SETUP_FAILED = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+class Reporter:
+    """Writes one JSON object per line to the supervisor."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_inheritable(fd, False)  # close-on-exec: exec success == EOF
+        self.fd = fd
+
+    def send(self, event: str, **fields: object) -> None:
+        os.write(self.fd, (json.dumps({"event": event, **fields}) + "\n").encode())
+
+    def fail(self, stage: str, exc: BaseException, exit_code: int = EXIT_SETUP_FAILED) -> None:
+        err = getattr(exc, "errno", None)
+        message = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        self.send("error", stage=stage, exit_code=exit_code, message=message,
+                  errno=errno.errorcode.get(err, None) if isinstance(err, int) else None)
+        os._exit(exit_code)
+
+
+def main(argv: list[str]) -> None:
+    report = Reporter(int(argv[0]))
+    spec = ContainerSpec.from_json(argv[1])
+    try:
+        if "user" in spec.namespaces:
+            _enter_user_namespace(report)
+        other = namespaces.clone_flags(set(spec.namespaces) - {"user"})
+        if other:
+            syscalls.unshare(other)
+    except OSError as exc:
+        report.fail("unshare", exc)
+    if "pid" in spec.namespaces:
+        child = os.fork()
+        if child:
+            report.send("started", pid=child, forker=os.getpid())
+            os._exit(0)
+    else:
+        report.send("started", pid=os.getpid(), forker=os.getpid())
+    _become_container(spec, report)
+
+
+def _enter_user_namespace(report: Reporter) -> None:
+    """Fork; the child enters a new user namespace, this process maps its ids, then exits.
+
+    Only a process with CAP_SETUID in the *parent* user namespace may map a range, so the
+    maps are written from outside, as runc's nsexec does.
+    """
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+        except OSError as exc:
+            report.fail("unshare user", exc)
+        os.write(to_parent_w, b"1")
+        if os.read(to_child_r, 1) != b"1":
+            report.fail("user namespace", OSError(errno.EPERM, "the id maps were not written"))
+        os.setgid(0)
+        os.setuid(0)
+        return
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    if os.read(to_parent_r, 1) == b"1":
+        mapping = f"0 {USERNS_HOST_BASE} {USERNS_SIZE}\n"
+        try:
+            Path(f"/proc/{child}/uid_map").write_text(mapping)
+            Path(f"/proc/{child}/gid_map").write_text(mapping)
+        except OSError as exc:
+            report.fail("write uid_map", exc)
+        os.write(to_child_w, b"1")
+    os._exit(0)
+
+
+def _become_container(spec: ContainerSpec, report: Reporter) -> None:
+    """Build the container's filesystem view around this process, then exec the command."""
+    root = Path(spec.rootfs)
+    kinds = set(spec.namespaces)
+    stage = "mounts"
+    try:
+        if "mnt" in kinds:
+            rootfs.make_mounts_private()
+            if spec.isolation == "pivot_root":
+                rootfs.bind_onto_itself(root)
+            rootfs.mount_proc(root)
+            _mount_sys(root, "net" in kinds)
+            rootfs.mount_dev(root, can_mknod="user" not in kinds, mqueue="ipc" in kinds)
+        stage = spec.isolation
+        if spec.isolation == "pivot_root":
+            rootfs.pivot_into(root)
+        else:
+            rootfs.chroot_into(root)
+        hostname = spec.effective_hostname()
+        if hostname:
+            stage = "sethostname"
+            syscalls.sethostname(hostname)
+        if spec.try_escape:
+            stage = "escape"
+            rootfs.chroot_escape()
+            _remove_hideout(root)
+        stage = "workdir"
+        os.chdir(spec.workdir)
+    except OSError as exc:
+        report.fail(stage, exc)
+    try:
+        os.execvpe(spec.argv[0], spec.argv, spec.environment())
+    except FileNotFoundError as exc:
+        report.fail("exec", _exec_error(spec, exc, "executable file not found in $PATH"),
+                    EXIT_NOT_FOUND)
+    except PermissionError as exc:
+        report.fail("exec", _exec_error(spec, exc, "permission denied"), EXIT_NOT_EXECUTABLE)
+    except OSError as exc:
+        report.fail("exec", _exec_error(spec, exc, exc.strerror or "failed"), EXIT_NOT_EXECUTABLE)
+
+
+def _mount_sys(root: Path, own_netns: bool) -> None:
+    """sysfs may only be mounted by the owner of the network namespace; else bind the host's."""
+    try:
+        rootfs.mount_sys(root)
+    except PermissionError:
+        if own_netns:
+            raise
+        syscalls.mount("/sys", root / "sys", None, syscalls.MS_BIND | syscalls.MS_REC)
+
+
+def _remove_hideout(root: Path) -> None:
+    """Tidy the directory the escape made, wherever the escape ended up."""
+    for candidate in (root / "labkit-escape", Path("/labkit-escape")):
+        try:
+            os.rmdir(candidate)
+            return
+        except OSError:
+            continue
+
+
+def _exec_error(spec: ContainerSpec, exc: OSError, why: str) -> OSError:
+    return OSError(exc.errno, f"exec {spec.argv[0]}: {why}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

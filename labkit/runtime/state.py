@@ -1,0 +1,65 @@
+"""Records of running containers, so nothing labkit started is ever lost track of.
+
+The supervisor writes one JSON file per container when it starts and removes it when it
+reaps the container. If the supervisor is killed, the record stays, and ``labkit reset``
+uses it to find (and kill) exactly that process: the start time from /proc/PID/stat
+guards against a recycled PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from labkit import paths
+
+
+def containers_dir() -> Path:
+    return paths.RUN_DIR / "containers"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    return int(raw[raw.rindex(")") + 2 :].split()[19])
+
+
+def write_record(container_id: str, pid: int, argv: list[str], rootfs: str) -> Path:
+    """Record a started container; written atomically so a crash never leaves half a file."""
+    directory = containers_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"id": container_id, "pid": pid, "start_time": process_start_time(pid),
+              "argv": argv, "rootfs": rootfs}
+    path = directory / f"{container_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    return path
+
+
+def remove_record(container_id: str) -> None:
+    (containers_dir() / f"{container_id}.json").unlink(missing_ok=True)
+
+
+def list_records() -> list[dict]:
+    """Every record on disk, including ones whose process is gone."""
+    directory = containers_dir()
+    if not directory.is_dir():
+        return []
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return records
+
+
+def is_alive(record: dict) -> bool:
+    """True if the recorded process still runs (same PID *and* same start time)."""
+    return process_start_time(record["pid"]) == record.get("start_time")

@@ -1,0 +1,70 @@
+"""bench/startup.py runs end to end and accounts for every contender.
+
+A smoke test of the benchmark script, not a benchmark: two runs each, no warm-up, and no
+assertion about any timing (this 2-core machine is shared, and timing belongs in
+docs/benchmarks.md, not in a pass/fail). What it does check: every contender comes back
+either measured (a positive median over the runs asked for) or explicitly ``failed`` /
+``missing`` with a reason, and the run leaves nothing behind (tests/run.sh's leak check).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "startup.py"
+ROOTFS = Path("/var/lib/labkit/images/busybox/rootfs")
+ALWAYS_LISTED = {
+    "labkit", "labkit-script", "labkit-chroot-nons", "unshare", "runc", "crun", "docker",
+    "true", "python-c-pass", "python-I-c-pass", "python-S-c-pass", "python-import-pyroute2",
+}  # fmt: skip
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the runtimes need root"),
+    pytest.mark.skipif(not ROOTFS.is_dir(), reason="no busybox rootfs: labkit images build"),
+]
+
+
+def _bench(tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    out, md = tmp_path / "startup.json", tmp_path / "startup.md"
+    argv = [sys.executable, str(SCRIPT), "--runs", "2", "--warmup", "0", "--quiet"]
+    done = subprocess.run(
+        [*argv, "--json", str(out), "--markdown", str(md), *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text()), md.read_text()
+
+
+def test_every_contender_is_measured_or_says_why_not(tmp_path: Path) -> None:
+    report, md = _bench(tmp_path)
+    rows = {r["name"]: r for r in report["contenders"]}
+    assert rows.keys() >= ALWAYS_LISTED, ALWAYS_LISTED - rows.keys()
+    for name, r in rows.items():
+        assert r["status"] in ("ok", "failed", "missing"), r
+        if r["status"] == "ok":
+            assert r["n"] == 2, r
+            assert isinstance(r["median_ms"], float) and r["median_ms"] > 0, r
+            assert r["p90_ms"] >= r["median_ms"] >= r["min_ms"] > 0, r
+        else:
+            assert r["median_ms"] is None, r
+            assert r["reason"], f"{name} is {r['status']} without a reason"
+        assert f"| `{name}` |" in md
+    # The floor of the method itself must always work: fork + exec + wait of /bin/true.
+    assert rows["true"]["status"] == "ok", rows["true"]
+    host = report["meta"]["host"]
+    assert host["kernel"] and host["nproc"] and host["cgroups"]["mode"]
+
+
+def test_only_selects_contenders_and_names_unknown_ones(tmp_path: Path) -> None:
+    report, _ = _bench(tmp_path, "--only", "true,no-such-runtime")
+    assert [r["name"] for r in report["contenders"]] == ["true"]
+    assert any("no-such-runtime" in note for note in report["meta"]["notes"])

@@ -1,0 +1,97 @@
+"""``labkit doctor`` against the real host: the report must match what the kernel says."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import doctor, paths
+
+EXPECTED = {
+    "root", "linux", "kernel", "architecture", "python", "namespaces", "user namespaces",
+    "overlayfs", "cgroups", "iptables", "docker", "image busybox", "image debian", "leftovers",
+}  # fmt: skip
+
+
+def test_run_checks_covers_everything_and_every_problem_has_a_fix() -> None:
+    checks = doctor.run_checks()
+    names = {c.name for c in checks}
+    assert names >= EXPECTED, EXPECTED - names
+    for c in checks:
+        assert c.status in ("ok", "warn", "fail"), c
+        assert c.detail, c
+        if c.status != "ok":
+            assert c.fix and "\n" not in c.fix, f"{c.name} has no one-line fix"
+        assert "crashed" not in c.detail, c
+
+
+def test_checks_agree_with_the_host() -> None:
+    by = {c.name: c for c in doctor.run_checks()}
+    assert by["root"].status == ("ok" if os.geteuid() == 0 else "fail")
+    assert by["kernel"].detail == platform.release()
+    assert platform.machine() in by["architecture"].detail
+    assert by["namespaces"].status == "ok"
+    iptables_v = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout
+    if "nf_tables" in iptables_v:
+        assert "nf_tables" in by["iptables"].detail
+
+
+def test_cgroup_layout_matches_the_filesystem_type() -> None:
+    layout, v2_mnt, controllers, v1 = doctor.cgroup_layout()
+    fstype = subprocess.run(
+        ["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True, text=True
+    ).stdout.strip()
+    if fstype == "cgroup2fs":
+        assert layout == "v2 (unified)" and v2_mnt == "/sys/fs/cgroup" and not v1
+    else:
+        assert layout.startswith(("hybrid", "v1"))
+        assert "memory" in v1 or "cpu" in v1
+        if v2_mnt:
+            assert controllers == Path(v2_mnt, "cgroup.controllers").read_text().split()
+
+
+def test_main_json_parses_and_exit_status_follows_failures(capsys: pytest.CaptureFixture) -> None:
+    rc = doctor.main(as_json=True)
+    data = json.loads(capsys.readouterr().out)
+    assert {"name", "status", "detail", "fix"} <= set(data[0])
+    assert rc == (1 if any(c["status"] == "fail" for c in data) else 0)
+    rc_table = doctor.main()
+    table = capsys.readouterr().out
+    assert rc_table == rc
+    assert "checks:" in table and "kernel" in table
+
+
+def test_module_entry_point_prints_json() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "labkit.doctor", "--json"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stderr
+    assert any(c["name"] == "kernel" for c in json.loads(res.stdout))
+
+
+def test_leftovers_are_reported_with_reset_as_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(paths, "RUN_DIR", tmp_path / "run")
+    monkeypatch.setattr(paths, "STATE_DIR", tmp_path / "state")
+    monkeypatch.setattr(paths, "IMAGES_DIR", tmp_path / "state" / "images")
+    (c,) = doctor.check_leftovers()
+    assert c.status == "ok"
+    records = tmp_path / "run" / "containers"
+    records.mkdir(parents=True)
+    (records / "gone.json").write_text(json.dumps({"id": "gone", "pid": 999_999_999,
+                                                   "start_time": 1}))  # fmt: skip
+    (c,) = doctor.check_leftovers()
+    assert c.status == "warn"
+    assert c.detail.startswith("1 leftover objects from earlier runs")
+    assert c.fix == "labkit reset"
+    # with no images in the (private) state dir, the image checks point at the build command
+    imgs = [c for c in doctor.check_images()]
+    assert all(c.status == "warn" and c.fix == "labkit images build all" for c in imgs)

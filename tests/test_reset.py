@@ -1,0 +1,133 @@
+"""``labkit reset`` removes exactly what labkit made, against real processes and mounts.
+
+The test points ``paths.RUN_DIR`` at /run/labkit/test-reset-<pid> and ``paths.STATE_DIR`` at
+a temp dir, so it never touches what teammates or notebooks have running in the shared dirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import paths, reset
+from labkit.images import base
+from labkit.runtime.state import process_start_time
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def _mounted(path: Path) -> bool:
+    return str(path) in base.mounts_under(path)
+
+
+def _mount_tmpfs(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "labkit-test", str(path)], check=True)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    run = Path("/run/labkit") / f"test-reset-{os.getpid()}"
+    run.mkdir(parents=True, exist_ok=True)
+    state = tmp_path / "state"
+    monkeypatch.setattr(paths, "RUN_DIR", run)
+    monkeypatch.setattr(paths, "STATE_DIR", state)
+    monkeypatch.setattr(paths, "IMAGES_DIR", state / "images")
+    procs: list[subprocess.Popen] = []
+    yield {"run": run, "state": state, "tmp": tmp_path, "procs": procs}
+    for p in procs:
+        p.kill()
+        p.wait()
+    for root in (run, tmp_path):
+        for mnt in sorted(base.mounts_under(root), key=len, reverse=True):
+            base.umount_detach(mnt)
+    base.remove_tree(run)
+
+
+def _record(run: Path, cid: str, pid: int, start_time: int, argv: list[str]) -> Path:
+    rec = run / "containers" / f"{cid}.json"
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(json.dumps({"id": cid, "pid": pid, "start_time": start_time, "argv": argv,
+                               "rootfs": "/nonexistent"}))  # fmt: skip
+    return rec
+
+
+def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
+    run, state, tmp, procs = dirs["run"], dirs["state"], dirs["tmp"], dirs["procs"]
+    # (a) a live container process, recorded with its start time
+    victim = subprocess.Popen(["sleep", "60"])
+    bystander = subprocess.Popen(["sleep", "60"])
+    procs += [victim, bystander]
+    live = _record(run, "live", victim.pid, process_start_time(victim.pid), ["sleep", "60"])
+    # a stale record: its process exited long ago
+    done = subprocess.run(["true"])
+    assert done.returncode == 0
+    gone = _record(run, "gone", 999_999_999, 12345, ["true"])
+    # pid reuse: a record naming the bystander's pid with another start time must not kill it
+    reused = _record(run, "reused", bystander.pid, process_start_time(bystander.pid) + 1, [])
+    # (b) mounts inside labkit dirs, nested, plus one outside that must survive
+    inner = run / "c1" / "rootfs"
+    _mount_tmpfs(inner)
+    _mount_tmpfs(inner / "proc")
+    _mount_tmpfs(state / "images" / "mnt-under-state")
+    outside = tmp / "not-labkit"
+    _mount_tmpfs(outside)
+    # (c) an interrupted image build; and a finished image, which is data and must stay
+    (state / "images" / ".tmp-busybox-424242" / "rootfs").mkdir(parents=True)
+    (state / "images" / "busybox" / "rootfs").mkdir(parents=True)
+    # (d) other runtime files
+    (run / "c1" / "pidfile").write_text("1\n")
+
+    kinds = {(i.kind, i.name) for i in reset.plan()}
+    assert ("container", "live") in kinds
+    assert ("record", "gone") in kinds and ("record", "reused") in kinds
+    assert ("mount", str(inner / "proc")) in kinds
+    assert ("mount", str(outside)) not in kinds
+    assert ("image-tmp", ".tmp-busybox-424242") in kinds
+    assert not any(k == "image" for k, _ in kinds)
+    mounts = [i.name for i in reset.plan() if i.kind == "mount"]
+    assert mounts.index(str(inner / "proc")) < mounts.index(str(inner)), "deepest first"
+
+    assert reset.main(dry_run=True) == 0
+    assert victim.poll() is None and _mounted(inner) and live.exists()
+
+    assert reset.main() == 0
+    assert victim.wait(timeout=5) == -9
+    assert bystander.poll() is None, "an unrecorded / reused-pid process was killed"
+    for rec in (live, gone, reused):
+        assert not rec.exists()
+    assert not base.mounts_under(run) and not base.mounts_under(state)
+    assert _mounted(outside), "a mount outside labkit's dirs was touched"
+    assert not (state / "images" / ".tmp-busybox-424242").exists()
+    assert (state / "images" / "busybox" / "rootfs").is_dir(), "images are data: kept"
+    assert run.is_dir() and [p.name for p in run.iterdir()] in ([], ["containers"])
+    assert reset.plan() == []
+
+
+def test_images_only_go_with_the_images_flag(dirs: dict) -> None:
+    images = dirs["state"] / "images"
+    (images / "busybox" / "rootfs").mkdir(parents=True)
+    (images / "busybox" / "image.json").write_text("{}")
+    assert not [i for i in reset.plan() if i.kind == "image"]
+    planned = [i for i in reset.plan(images=True) if i.kind == "image"]
+    assert [i.name for i in planned] == ["busybox"]
+    # docker images labkit/* are global and shared with teammates: only removed via the CLI
+    assert reset.apply(planned) == []
+    assert not (images / "busybox").exists()
+
+
+def test_module_entry_point_dry_run(dirs: dict) -> None:
+    env = dict(os.environ, LABKIT_RUN_DIR=str(dirs["run"]), LABKIT_STATE_DIR=str(dirs["state"]))
+    _record(dirs["run"], "gone", 999_999_999, 1, [])
+    res = subprocess.run(
+        [sys.executable, "-m", "labkit.reset", "--dry-run"],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "would remove record" in res.stdout and "gone" in res.stdout
+    assert (dirs["run"] / "containers" / "gone.json").exists()

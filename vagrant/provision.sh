@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Set up a machine for labkit: system packages, the Python venv, base images, and JupyterLab.
+#
+# The same script provisions the learner's Vagrant VM (Ubuntu 24.04), a learner's own Linux
+# host (Ubuntu 24.04 / Debian 12) and the CI machine (Debian 12, via .ci/run). Run it as root.
+# It is idempotent: running it again only fills in what is missing.
+#
+#   sudo bash vagrant/provision.sh               # install everything, start JupyterLab on :8888
+#   sudo bash vagrant/provision.sh --no-server   # install everything, leave JupyterLab stopped
+#   sudo bash vagrant/provision.sh --repo DIR    # labkit checkout elsewhere (the VM uses this)
+#
+# Environment: CI=<non-empty> on Debian x86_64 also installs the cgroup-v2 test harness
+# (a bootable Debian kernel and virtme-ng), see DEVELOPERS.md.
+set -euo pipefail
+
+VENV=/opt/labkit/venv
+ETC_DIR=/etc/labkit
+TOKEN_FILE=$ETC_DIR/jupyter-token
+UNIT_FILE=/etc/systemd/system/labkit-jupyter.service
+PID_FILE=/run/labkit/jupyter.pid
+LOG_FILE=/var/log/labkit-jupyter.log
+PORT=8888
+
+usage() {
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+say() { printf '\n[provision %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() {
+  printf 'provision: %s\n' "$*" >&2
+  exit 1
+}
+trap 'printf "provision: failed at line %s (exit %s)\n" "$LINENO" "$?" >&2' ERR
+
+# --- arguments --------------------------------------------------------------------------------
+start_server=yes
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-server) start_server=no ;;
+    --repo)
+      [ $# -ge 2 ] || die "--repo needs a directory"
+      repo=$2
+      shift
+      ;;
+    --repo=*) repo=${1#--repo=} ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *) die "unknown argument '$1' (try --help)" ;;
+  esac
+  shift
+done
+repo=$(cd "$repo" && pwd) || die "no such directory: $repo"
+[ -f "$repo/pyproject.toml" ] && [ -d "$repo/labkit" ] ||
+  die "$repo is not a labkit checkout (no pyproject.toml / labkit/)"
+
+[ "$(id -u)" -eq 0 ] || die "run me as root: sudo bash $0 $*"
+
+# --- which machine is this? -------------------------------------------------------------------
+# shellcheck disable=SC1091
+. /etc/os-release
+arch=$(uname -m)
+case "${ID:-}" in
+  ubuntu | debian) ;;
+  *) die "unsupported OS '${ID:-unknown}' (labkit supports Ubuntu 24.04 and Debian 12)" ;;
+esac
+case "${ID}-${VERSION_ID:-}" in
+  ubuntu-24.04 | debian-12) ;;
+  *) echo "provision: warning: tested on Ubuntu 24.04 and Debian 12, this is ${PRETTY_NAME:-?}" ;;
+esac
+
+# The cgroup-v2 harness (tests/vm/) boots Debian's own kernel under QEMU. Only the Debian CI
+# machine needs it: it runs cgroup v1, while the learner's Ubuntu VM is cgroup v2 already.
+vm_harness=no
+if [ "$ID" = debian ] && [ "$arch" = x86_64 ] && [ -n "${CI:-}" ]; then
+  vm_harness=yes
+fi
+
+has_systemd=no
+[ -d /run/systemd/system ] && has_systemd=yes
+
+say "labkit provisioning: repo $repo on ${PRETTY_NAME:-$ID} ($arch), systemd=$has_systemd," \
+  "server=$start_server, vm harness=$vm_harness"
+
+# --- system packages --------------------------------------------------------------------------
+export DEBIAN_FRONTEND=noninteractive
+# Ubuntu's needrestart would otherwise ask which services to restart after an upgrade.
+export NEEDRESTART_MODE=a NEEDRESTART_SUSPEND=1
+
+pkgs=(
+  python3-venv python3-dev
+  iproute2 iptables util-linux procps psmisc kmod
+  busybox-static debootstrap
+  crun skopeo hyperfine git curl ca-certificates
+)
+# A host that already runs Docker CE (docker-ce + containerd.io) must keep it: docker.io and
+# runc conflict with those packages. Any working docker and runc will do for the lab.
+command -v docker >/dev/null 2>&1 || pkgs+=(docker.io)
+command -v runc >/dev/null 2>&1 || pkgs+=(runc)
+case "$arch" in
+  x86_64) pkgs+=(qemu-system-x86) ;;
+  aarch64) pkgs+=(qemu-system-arm) ;;
+esac
+# Ubuntu VMs already have /boot/vmlinuz; the Debian CI harness needs a bootable Debian kernel.
+[ "$vm_harness" = yes ] && pkgs+=(linux-image-amd64)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||
+    missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt: installing ${missing[*]}"
+  apt_opts=(-qq -y -o DPkg::Lock::Timeout=600 --no-install-recommends)
+  apt-get "${apt_opts[@]}" update
+  apt-get "${apt_opts[@]}" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    install "${missing[@]}"
+else
+  say "apt: all ${#pkgs[@]} packages already installed"
+fi
+
+# --- Python venv with labkit ------------------------------------------------------------------
+# Reuse an existing venv (on the dev machine /opt/labkit/venv is a symlink to another venv).
+if [ -x "$VENV/bin/python" ]; then
+  say "venv: reusing $VENV ($("$VENV/bin/python" -V 2>&1))"
+else
+  say "venv: creating $VENV"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" - <<'EOF' || die "labkit needs Python >= 3.11 in the venv"
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+EOF
+
+extras=lab
+[ "$vm_harness" = yes ] && extras=lab,vm
+# pip install -e is slow and needs PyPI; skip it when nothing relevant changed since last time.
+stamp_file="$VENV/.labkit-provision-stamp"
+stamp="$repo [$extras] $(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] &&
+  "$VENV/bin/python" -c 'import labkit' 2>/dev/null && [ -x "$VENV/bin/labkit" ]; then
+  say "pip: labkit[$extras] already installed from $repo"
+else
+  say "pip: installing -e ${repo}[$extras]"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+    "$VENV/bin/python" -m pip install --quiet --progress-bar off -e "${repo}[$extras]"
+  printf '%s\n' "$stamp" >"$stamp_file"
+fi
+ln -sfn "$VENV/bin/labkit" /usr/local/bin/labkit
+
+# The kernel JupyterLab offers in its launcher. Notebooks run as root through it.
+"$VENV/bin/python" -m ipykernel install --name labkit --display-name "labkit (root)" >/dev/null
+say "jupyter: kernel 'labkit (root)' registered"
+
+# --- Docker (used to compare labkit with a real runtime) ---------------------------------------
+# On Ubuntu the learner's cgroup v2 tree needs nothing special: systemd mounts it at
+# /sys/fs/cgroup with cpu, memory, io and pids delegated to the root, and labkit creates its
+# cgroups under /sys/fs/cgroup/labkit, outside any systemd unit. Revisit if a step needs more.
+if [ "$has_systemd" = yes ] && systemctl list-unit-files docker.service >/dev/null 2>&1; then
+  systemctl enable --now docker.service >/dev/null 2>&1 ||
+    echo "provision: warning: could not start docker.service (systemctl status docker)"
+fi
+docker_up=no
+if timeout 20 docker info >/dev/null 2>&1; then docker_up=yes; fi
+
+# --- base images ------------------------------------------------------------------------------
+say "images: labkit images build all (busybox, debian minbase; skipped if already built)"
+"$VENV/bin/labkit" images build all
+if [ "$docker_up" = yes ]; then
+  say "images: importing into docker as labkit/*"
+  "$VENV/bin/labkit" images docker-import
+else
+  say "images: docker is not answering; import later with: labkit images docker-import"
+fi
+
+# --- JupyterLab -------------------------------------------------------------------------------
+install -d -m 0755 "$ETC_DIR"
+if [ ! -s "$TOKEN_FILE" ]; then
+  (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(24), end="")' \
+    >"$TOKEN_FILE")
+  say "jupyter: generated a new token in $TOKEN_FILE"
+fi
+chmod 0600 "$TOKEN_FILE"
+# jupyter_server reads the file verbatim, so a trailing newline would become part of the token.
+token=$(tr -d '[:space:]' <"$TOKEN_FILE")
+[ "$(cat "$TOKEN_FILE")" = "$token" ] || (umask 077 && printf '%s' "$token" >"$TOKEN_FILE")
+
+notebooks="$repo/notebooks"
+jupyter_cmd=("$VENV/bin/jupyter" lab --ip=0.0.0.0 --port="$PORT" --no-browser --allow-root)
+
+if [ "$has_systemd" = yes ]; then
+  # The unit is written even with --no-server so that a later `systemctl start` works.
+  unit=$(
+    cat <<EOF
+# Written by labkit's vagrant/provision.sh; rerun it instead of editing this file.
+[Unit]
+Description=JupyterLab for the labkit container lab (root kernel, port $PORT)
+After=network-online.target docker.service
+Wants=network-online.target
+# A Vagrant synced folder is mounted after boot: keep retrying until the repo shows up.
+StartLimitIntervalSec=0
+
+[Service]
+User=root
+WorkingDirectory=$notebooks
+Environment=JUPYTER_TOKEN_FILE=$TOKEN_FILE
+Environment=IPYKERNEL_CELL_NAME=<IPY-INPUT>
+ExecStart=${jupyter_cmd[*]}
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  )
+  if [ "$(cat "$UNIT_FILE" 2>/dev/null)" != "$unit" ]; then
+    printf '%s\n' "$unit" >"$UNIT_FILE"
+    systemctl daemon-reload
+    changed_unit=yes
+  else
+    changed_unit=no
+  fi
+  if [ "$start_server" = yes ]; then
+    systemctl enable labkit-jupyter.service >/dev/null 2>&1
+    if [ "$changed_unit" = yes ]; then
+      systemctl restart labkit-jupyter.service
+    else
+      systemctl start labkit-jupyter.service
+    fi
+  fi
+elif [ "$start_server" = yes ]; then
+  # No systemd (containers, some CI hosts): a plain background process with a pid file.
+  mkdir -p "$(dirname "$PID_FILE")"
+  if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+    say "jupyter: already running (pid $(cat "$PID_FILE"))"
+  else
+    say "jupyter: starting in the background, log $LOG_FILE"
+    (
+      cd "$notebooks"
+      export JUPYTER_TOKEN_FILE="$TOKEN_FILE" IPYKERNEL_CELL_NAME='<IPY-INPUT>'
+      exec setsid nohup "${jupyter_cmd[@]}" >>"$LOG_FILE" 2>&1 </dev/null
+    ) &
+    echo $! >"$PID_FILE"
+  fi
+fi
+
+if [ "$start_server" = yes ]; then
+  up=no
+  for _ in $(seq 60); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$PORT/api"; then
+      up=yes
+      break
+    fi
+    sleep 1
+  done
+  [ "$up" = yes ] || die "JupyterLab did not answer on port $PORT within 60 s (see" \
+    "$([ "$has_systemd" = yes ] && echo 'journalctl -u labkit-jupyter' || echo "$LOG_FILE"))"
+  say "done. JupyterLab is running:"
+  echo
+  echo "    http://127.0.0.1:$PORT/lab?token=$token"
+  echo
+  echo "(the token is in $TOKEN_FILE; from the host: vagrant ssh -c 'sudo cat $TOKEN_FILE')"
+else
+  say "done (--no-server: JupyterLab not started)"
+fi
