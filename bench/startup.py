@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 DEFAULT_ROOTFS = "/var/lib/labkit/images/busybox/rootfs"
 DEFAULT_PYTHON = os.environ.get("LABKIT_PYTHON", "/opt/labkit/venv/bin/python")
@@ -54,7 +55,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 UNIFIED = CGROUP_ROOT / "unified"
 TIMEOUT_S = 120.0
 OCI_CONTENDERS = {"runc", "crun", "crun-nsenter", "runc-nsenter"}
-RETRY_SERIAL = 1_000_000  # added to a failed sample's serial for the diagnostic re-run
+MAX_FAILURES = 5  # a flaky contender is given up after this many failed runs
+LIVE = ("ok", "flaky")
 STDERR_KEEP = 2000  # characters of a failing contender's stderr kept in the report
 
 
@@ -67,10 +69,11 @@ class Contender:
     what: str  # one line for the report
     argv: Callable[[int], list[str]]
     needs: str | None = None  # a binary; missing -> status "missing"
-    status: str = "ok"  # ok | failed | missing
-    reason: str = ""
-    stderr: str = ""
+    status: str = "ok"  # ok | flaky (some runs failed) | failed | missing
+    reason: str = ""  # of the first failure, or why it is missing
+    stderr: str = ""  # of the first failure
     returncode: int | None = None
+    failures: list[dict] = field(default_factory=list)
     samples_ns: list[int] = field(default_factory=list)
     cpu_ns: list[int] = field(default_factory=list)  # per measured sample, see time_once
     warmup_ns: list[int] = field(default_factory=list)
@@ -457,53 +460,56 @@ def _children_cpu_ns() -> int:
     return int((usage.ru_utime + usage.ru_stime) * 1e9)
 
 
-def time_once(argv: list[str]) -> tuple[int, int, int]:
-    """(wall ns, CPU ns, exit status) of one run, output discarded.
+def time_once(argv: list[str], errors: BinaryIO) -> tuple[int, int, int]:
+    """(wall ns, CPU ns, exit status) of one run; stdout discarded, stderr kept in ``errors``.
+
+    stderr goes to an (emptied) temporary file rather than /dev/null so that a failing run
+    can be reported with its own message; a run that succeeds writes nothing there, so the
+    file costs no more than /dev/null would.
 
     CPU is user + system time of the whole reaped process tree (getrusage RUSAGE_CHILDREN):
     less disturbed than wall time by other jobs on a shared machine, but blind to work done
     elsewhere (the Docker daemon, containerd and the shim are not our children).
     """
+    errors.seek(0)
+    errors.truncate()
     cpu0 = _children_cpu_ns()
     start = time.perf_counter_ns()
     done = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
         timeout=TIMEOUT_S,
     )  # fmt: skip
     wall = time.perf_counter_ns() - start
     return wall, _children_cpu_ns() - cpu0, done.returncode
 
 
-def diagnose(c: Contender, argv: list[str], returncode: int | None, why: str = "") -> None:
-    """Mark a contender failed, with the stderr of one more run of the same command.
+def _read(errors: BinaryIO) -> str:
+    errors.seek(0)
+    return errors.read().decode(errors="replace").strip()[-STDERR_KEEP:]
 
-    ``argv`` should carry fresh ids (a failed run may have left its container behind)."""
-    c.status = "failed"
-    c.returncode = returncode
-    c.reason = why or f"exit status {returncode}"
+
+def record_failure(c: Contender, serial: int, code: int | None, why: str, stderr: str) -> None:
+    """Keep the failure with its stderr. A contender that never succeeded is given up at once
+    ("failed"); one that worked before is "flaky" and goes on, until MAX_FAILURES."""
+    c.failures.append({"serial": serial, "returncode": code, "reason": why, "stderr": stderr})
+    if len(c.failures) == 1:
+        c.reason, c.stderr, c.returncode = why, stderr, code
+    worked = bool(c.samples_ns or c.warmup_ns)
+    c.status = "flaky" if worked and len(c.failures) < MAX_FAILURES else "failed"
+
+
+def sample(c: Contender, serial: int, warmup: bool, errors: BinaryIO) -> None:
     try:
-        again = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-        c.stderr = (again.stderr or again.stdout).strip()[-STDERR_KEEP:]
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        c.stderr = str(exc)
-
-
-def sample(c: Contender, serial: int, warmup: bool) -> None:
-    argv = c.argv(serial)
-    try:
-        ns, cpu, code = time_once(argv)
+        ns, cpu, code = time_once(c.argv(serial), errors)
     except subprocess.TimeoutExpired:
-        diagnose(c, c.argv(serial + RETRY_SERIAL), None, f"timed out after {TIMEOUT_S:.0f} s")
+        record_failure(c, serial, None, f"timed out after {TIMEOUT_S:.0f} s", _read(errors))
         return
     except OSError as exc:
-        c.status, c.reason = "failed", f"could not start: {exc}"
+        record_failure(c, serial, None, f"could not start: {exc}", "")
         return
     if code != 0:
-        diagnose(c, c.argv(serial + RETRY_SERIAL), code)
-        return
-    if warmup:
+        record_failure(c, serial, code, f"exit status {code}", _read(errors))
+    elif warmup:
         c.warmup_ns.append(ns)
     else:
         c.samples_ns.append(ns)
@@ -516,16 +522,17 @@ def measure(contenders: list[Contender], runs: int, warmup: int, progress: bool)
     total = warmup + runs
     gc.disable()  # no collector pauses in the timing process
     try:
-        for round_no in range(total):
-            live = [c for c in contenders if c.status == "ok"]
-            if not live:
-                return
-            shift = round_no % len(live)
-            for c in live[shift:] + live[:shift]:
-                serial += 1
-                sample(c, serial, warmup=round_no < warmup)
-            if progress and (round_no + 1) % 10 == 0:
-                print(f"  round {round_no + 1}/{total}", file=sys.stderr, flush=True)
+        with tempfile.TemporaryFile(prefix=f"{PREFIX}-stderr-") as errors:
+            for round_no in range(total):
+                live = [c for c in contenders if c.status in LIVE]
+                if not live:
+                    return
+                shift = round_no % len(live)
+                for c in live[shift:] + live[:shift]:
+                    serial += 1
+                    sample(c, serial, round_no < warmup, errors)
+                if progress and (round_no + 1) % 10 == 0:
+                    print(f"  round {round_no + 1}/{total}", file=sys.stderr, flush=True)
     finally:
         gc.enable()
 
@@ -555,6 +562,9 @@ def summarize(c: Contender) -> dict[str, object]:
         row["stderr"] = c.stderr
     if c.returncode is not None:
         row["returncode"] = c.returncode
+    if c.failures:
+        row["failed_runs"] = len(c.failures)
+        row["failures"] = c.failures
     if c.samples_ns:
         ms = sorted(ns / 1e6 for ns in c.samples_ns)
         row.update(
@@ -567,7 +577,7 @@ def summarize(c: Contender) -> dict[str, object]:
             samples_ms=[round(ns / 1e6, 3) for ns in c.samples_ns],
             cpu_ms=[round(ns / 1e6, 3) for ns in c.cpu_ns],
         )
-    if c.status != "ok":
+    if c.status not in LIVE:
         row["median_ms"] = None  # a failed contender has no figure, whatever it measured
     return row
 
@@ -587,6 +597,14 @@ def _fmt(value: object, digits: int = 1, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
+def _status(r: dict) -> str:
+    if r["status"] == "ok":
+        return f"ok (n={r['n']})"
+    if r.get("failed_runs"):
+        return f"{r['status']} ({r['failed_runs']} failed, {r['n']} measured)"
+    return r["status"]
+
+
 def markdown(report: dict) -> str:
     meta = report["meta"]
     cg = meta["host"]["cgroups"]
@@ -599,22 +617,21 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["contenders"]:
-        status = r["status"] if r["status"] != "ok" else f"ok (n={r['n']})"
         lines.append(
             f"| `{r['name']}` | {_fmt(r.get('median_ms'))} | {_fmt(r.get('p90_ms'))} | "
             f"{_fmt(r.get('min_ms'))} | {_fmt(r.get('x_labkit'), 2, '×')} | "
-            f"{_fmt(r.get('x_runc'), 2, '×')} | {_fmt(r.get('cpu_median_ms'))} | {status} |"
+            f"{_fmt(r.get('x_runc'), 2, '×')} | {_fmt(r.get('cpu_median_ms'))} | {_status(r)} |"
         )
     lines += ["", "Commands (sample serial numbers make ids unique):", ""]
     for r in report["contenders"]:
         lines.append(f"- `{r['name']}`: {r['what']}  \n  `{r['command']}`")
     problems = [r for r in report["contenders"] if r["status"] != "ok"]
     if problems:
-        lines += ["", "Not measured:", ""]
+        lines += ["", "Failed, flaky or missing (first failure's last stderr line):", ""]
         for r in problems:
             detail = r.get("stderr", "").strip().splitlines()
-            tail = f": `{detail[-1]}`" if detail else ""
-            lines.append(f"- `{r['name']}` {r['status']} ({r.get('reason', '')}){tail}")
+            tail = f": `{detail[-1]}`" if detail else " (no stderr)"
+            lines.append(f"- `{r['name']}` {_status(r)}, {r.get('reason', '')}{tail}")
     host = meta["host"]
     lines += [
         "",
@@ -641,7 +658,7 @@ def print_table(report: dict) -> None:
             f"{r['name']:<24}{_fmt(r.get('median_ms')):>9}{_fmt(r.get('p90_ms')):>9}"
             f"{_fmt(r.get('min_ms')):>9}{_fmt(r.get('x_labkit'), 2):>9}"
             f"{_fmt(r.get('x_runc'), 2):>9}{_fmt(r.get('cpu_median_ms')):>9}"
-            f"  {r['status']} {r.get('reason', '')}"
+            f"  {_status(r)} {r.get('reason', '')}"
         )
 
 

@@ -42,9 +42,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     container = spawn.start(spec)
     if args.pid_file:
         _write_atomically(args.pid_file, f"{container.pid}\n")
-    code = spawn.supervise(container)
-    if container.error:
-        print(f"labkit: {container.error['message']}", file=sys.stderr)
+    code = container.wait()
+    error = container.error
+    if error:
+        print(f"labkit: {LabkitError(error['message'], error.get('fix', ''))}", file=sys.stderr)
     return code
 
 
@@ -74,11 +75,14 @@ def _cmd_images(args: argparse.Namespace) -> int:
             print(f"{name}: {base.build(name, force=args.force)}")
     elif args.action == "ls":
         for image in base.list_images():
-            print(f"{image['name']:<10} {image['size_bytes'] / 2**20:8.1f} MiB  "
-                  f"{image['files']:>6} files  {image['rootfs']}")
+            print(
+                f"{image['name']:<10} {image['size_bytes'] / 2**20:8.1f} MiB  "
+                f"{image['files']:>6} files  {image['rootfs']}"
+            )
     elif args.action == "docker-import":
-        names = [i["name"] for i in base.list_images()] if args.name in (None, "all") else [
-            args.name]
+        names = (
+            [i["name"] for i in base.list_images()] if args.name in (None, "all") else [args.name]
+        )
         for name in names:
             print(base.docker_import(name))
     return 0
@@ -111,29 +115,54 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     return reset.main(dry_run=args.dry_run, images=args.images)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="labkit", description="A container runtime built one kernel primitive at a time.")
-    sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are a labkit error like any other: one line, the fix, exit 125 (as Docker)."""
 
-    run = sub.add_parser("run", help="run a command in a new container",
-                         description="Run a command in a container: a rootfs, namespaces and "
-                                     "pivot_root (or chroot).")
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"labkit: {message} (fix: see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_LABKIT_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="labkit", description="A container runtime built one kernel primitive at a time."
+    )
+    sub = parser.add_subparsers(
+        dest="command_name", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    run = sub.add_parser(
+        "run",
+        help="run a command in a new container",
+        description="Run a command in a container: a rootfs, namespaces and "
+        "pivot_root (or chroot).",
+    )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--image", default="busybox", help="a base image (default: busybox)")
     source.add_argument("--rootfs", help="a directory to use as the root filesystem")
-    run.add_argument("--ns", default="uts,pid,mnt,ipc,net,cgroup", metavar="KINDS",
-                     help="namespaces to create: uts,pid,mnt,ipc,net,cgroup,user, or none "
-                          "(default: uts,pid,mnt,ipc,net,cgroup, as Docker)")
-    run.add_argument("--isolation", choices=("pivot_root", "chroot"), default="pivot_root",
-                     help="how the rootfs becomes / (default: pivot_root)")
+    run.add_argument(
+        "--ns",
+        default="uts,pid,mnt,ipc,net,cgroup",
+        metavar="KINDS",
+        help="namespaces to create: uts,pid,mnt,ipc,net,cgroup,user, or none "
+        "(default: uts,pid,mnt,ipc,net,cgroup, as Docker)",
+    )
+    run.add_argument(
+        "--isolation",
+        choices=("pivot_root", "chroot"),
+        default="pivot_root",
+        help="how the rootfs becomes / (default: pivot_root)",
+    )
     run.add_argument("--hostname", help="hostname inside (needs uts; default: the id)")
     run.add_argument("--name", help="container id (default: 12 random hex digits)")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("-w", "--workdir", default="/", help="working directory inside")
     run.add_argument("--pid-file", help="write the container's host PID here once it runs")
-    run.add_argument("--try-escape", action="store_true",
-                     help="teaching aid: attempt the classic chroot escape before exec")
+    run.add_argument(
+        "--try-escape",
+        action="store_true",
+        help="teaching aid: attempt the classic chroot escape before exec",
+    )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     run.set_defaults(func=_cmd_run)
 
@@ -174,8 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _require_linux() -> None:
     if sys.platform != "linux":
-        raise LabkitError(f"labkit needs Linux, this is {sys.platform}",
-                          fix="use the lab VM: cd vagrant && vagrant up")
+        raise LabkitError(
+            f"labkit needs Linux, this is {sys.platform}",
+            fix="use the lab VM: cd vagrant && vagrant up",
+        )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ def find_containers() -> list[Leftover]:
     cdir = state.containers_dir()
     if not cdir.is_dir():
         return out
-    for rec in sorted(cdir.glob("*.json")):
+    # A *.tmp record is one whose writer died between writing and renaming it: its
+    # container may well be running, so it is treated like any other record.
+    for rec in sorted(cdir.glob("*.json")) + sorted(cdir.glob("*.tmp")):
         try:
             data = json.loads(rec.read_text())
             pid, start = int(data["pid"]), int(data["start_time"])
@@ -203,7 +205,7 @@ def find_run_files() -> list[Leftover]:
                     {"path": str(q)},
                 )
                 for q in sorted(p.iterdir())
-                if q.suffix != ".json"
+                if q.suffix not in (".json", ".tmp")
             ]
             continue
         out.append(Leftover("run-file", p.name, "runtime file", {"path": str(p)}))

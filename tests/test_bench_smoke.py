@@ -49,13 +49,14 @@ def test_every_contender_is_measured_or_says_why_not(tmp_path: Path) -> None:
     rows = {r["name"]: r for r in report["contenders"]}
     assert rows.keys() >= ALWAYS_LISTED, ALWAYS_LISTED - rows.keys()
     for name, r in rows.items():
-        assert r["status"] in ("ok", "failed", "missing"), r
-        if r["status"] == "ok":
-            assert r["n"] == 2, r
+        assert r["status"] in ("ok", "flaky", "failed", "missing"), r
+        if r["status"] in ("ok", "flaky"):  # flaky: measured, but some runs failed
+            assert r["n"] == 2 - r.get("failed_runs", 0) > 0, r
             assert isinstance(r["median_ms"], float) and r["median_ms"] > 0, r
             assert r["p90_ms"] >= r["median_ms"] >= r["min_ms"] > 0, r
         else:
             assert r["median_ms"] is None, r
+        if r["status"] != "ok":
             assert r["reason"], f"{name} is {r['status']} without a reason"
         assert f"| `{name}` |" in md
     # The floor of the method itself must always work: fork + exec + wait of /bin/true.

@@ -47,8 +47,9 @@ def test_stdout_and_stderr_pass_through(lab) -> None:
 def test_command_not_found_is_127(lab) -> None:
     done = lab.run("labkit-no-such-command", "arg")
     assert done.returncode == 127
-    assert done.stderr == (
-        "labkit: exec labkit-no-such-command: executable file not found in $PATH\n"
+    line = _one_error_line(done.stderr)
+    assert line.startswith(
+        "labkit: exec labkit-no-such-command: executable file not found in $PATH (fix: "
     )
 
 
@@ -56,7 +57,7 @@ def test_command_not_found_is_127(lab) -> None:
 def test_not_executable_is_126(lab, path: str) -> None:
     done = lab.run(path)
     assert done.returncode == 126
-    assert done.stderr == f"labkit: exec {path}: permission denied\n"
+    assert _one_error_line(done.stderr).startswith(f"labkit: exec {path}: permission denied (fix: ")
 
 
 @pytest.mark.parametrize(
@@ -210,8 +211,8 @@ def test_help(lab, args, words) -> None:
 
 def test_no_command_is_a_usage_error(lab) -> None:
     done = lab.cli()
-    assert done.returncode != 0
-    assert "usage: labkit" in done.stderr
+    assert done.returncode == 125
+    assert "arguments are required: COMMAND" in _one_error_line(done.stderr)
 
 
 def test_console_script_entry_point() -> None:
@@ -268,7 +269,7 @@ def test_help_imports_nothing_heavy() -> None:
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
-# -- known bugs (reported to the lead; xfail until fixed, then drop the marker) -----------------
+# -- regressions: start-up races, names, error messages -------------------------------------------
 
 
 def _processes_in(rootfs: Path, argv: list[str]) -> list[int]:
@@ -289,9 +290,6 @@ def _processes_in(rootfs: Path, argv: list[str]) -> list[int]:
     return found
 
 
-@pytest.mark.xfail(
-    reason="BUG: SIGTERM to the CLI during spawn.start orphans an unrecorded container"
-)
 def test_sigterm_while_starting_leaves_no_untracked_container(lab, busybox_rootfs: Path) -> None:
     run_dir = Path(f"/run/labkit/test-start-race-{os.getpid()}")
     argv = ["sleep", "1717"]
@@ -315,7 +313,14 @@ def test_sigterm_while_starting_leaves_no_untracked_container(lab, busybox_rootf
 
         assert wait_until(helper_running, timeout=20, interval=0.002)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            # The CLI blocked SIGTERM until the container ran, then forwarded it; `sleep` as
+            # PID 1 of its namespace ignores it (as under Docker). The supervisor dying now
+            # must still leave the container recorded.
+            proc.kill()
+            proc.wait(timeout=20)
         wait_until(lambda: bool(_processes_in(busybox_rootfs, argv)), timeout=2)
         orphans = _processes_in(busybox_rootfs, argv)
         recorded = {json.loads(p.read_text())["pid"] for p in run_dir.glob("containers/*.json")}
@@ -329,7 +334,6 @@ def test_sigterm_while_starting_leaves_no_untracked_container(lab, busybox_rootf
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@pytest.mark.xfail(reason="BUG: --name is not validated (path separators, length)", strict=False)
 @pytest.mark.parametrize("name", ["a b/c", "../labkit-escaped-record", "x" * 65])
 def test_a_bad_name_is_refused_before_anything_starts(lab, name: str) -> None:
     run_dir = Path(f"/run/labkit/test-bad-name-{os.getpid()}")
@@ -343,7 +347,6 @@ def test_a_bad_name_is_refused_before_anything_starts(lab, name: str) -> None:
         Path(run_dir.parent / "labkit-escaped-record.json").unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(reason="BUG: setup errors after start lose the path and the fix", strict=False)
 def test_a_missing_workdir_is_named_in_the_error(lab) -> None:
     done = lab.run("true", opts=("-w", "/labkit-no-such-dir"))
     assert done.returncode == 125
@@ -351,7 +354,6 @@ def test_a_missing_workdir_is_named_in_the_error(lab) -> None:
     assert "/labkit-no-such-dir" in line and "(fix: " in line
 
 
-@pytest.mark.xfail(reason="BUG: validate() lets a hostname longer than 64 bytes through")
 def test_a_too_long_hostname_is_refused_by_validate(busybox_rootfs: Path) -> None:
     from labkit.errors import LabkitError
     from labkit.runtime.spec import ContainerSpec

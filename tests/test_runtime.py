@@ -346,6 +346,8 @@ def test_spawn_with_a_user_namespace(lab, busybox_rootfs: Path) -> None:
 def test_spawn_reports_exec_failures(lab, busybox_rootfs, argv, code, errno_name, message) -> None:
     out = _spawn(lab, busybox_rootfs, argv=argv)
     assert out["code"] == code
+    fix = out["error"].pop("fix")
+    assert fix, "every error carries a fix"
     assert out["error"] == {
         "event": "error",
         "stage": "exec",

@@ -146,8 +146,8 @@ def enter(pid: int, kinds: Iterable[str]) -> None:
     """Join the ``kinds`` namespaces of process ``pid`` (like ``nsenter``).
 
     All namespace files and the process's root are opened before the first setns,
-    because after joining its mount namespace /proc/PID may no longer be reachable. A user namespace is joined
-    first so the others are entered with its credentials. Joining a PID namespace only
+    because after joining its mount namespace /proc/PID may no longer be reachable.
+    A user namespace is joined first so the others are entered with its credentials. Joining a PID namespace only
     affects children, so callers fork afterwards. Only for a single-threaded process.
     """
     order = sorted(set(kinds), key=lambda k: (k != "user", k))

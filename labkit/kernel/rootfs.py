@@ -100,8 +100,9 @@ def mount_proc(rootfs: Path) -> None:
 
 def mount_sys(rootfs: Path) -> None:
     """A read-only sysfs: in a new network namespace /sys/class/net shows only its links."""
-    syscalls.mount("sysfs", _target(rootfs, "sys"), "sysfs",
-                   MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+    syscalls.mount(
+        "sysfs", _target(rootfs, "sys"), "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+    )
 
 
 def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None:
@@ -123,13 +124,22 @@ def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None
             syscalls.mount(f"/dev/{device.name}", node, None, MS_BIND)
     for name, points_to in DEV_SYMLINKS.items():
         os.symlink(points_to, dev / name)
-    syscalls.mount("devpts", _target(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
-                   "newinstance,ptmxmode=0666,mode=0620")
-    syscalls.mount("shm", _target(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                   "mode=1777,size=65536k")
+    syscalls.mount(
+        "devpts",
+        _target(dev, "pts"),
+        "devpts",
+        MS_NOSUID | MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+    syscalls.mount(
+        "shm",
+        _target(dev, "shm"),
+        "tmpfs",
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        "mode=1777,size=65536k",
+    )
     if mqueue:
-        syscalls.mount("mqueue", _target(dev, "mqueue"), "mqueue",
-                       MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        syscalls.mount("mqueue", _target(dev, "mqueue"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def pivot_into(rootfs: str | os.PathLike[str]) -> None:

@@ -101,14 +101,19 @@ def setns(fd: int, nstype: int = 0) -> None:
             return
     except OSError as exc:
         _raise("setns", exc.errno or 0, _setns_hint(exc.errno or 0))
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns",
-           _setns_hint(ctypes.get_errno()))
+    _check(
+        _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)),
+        "setns",
+        _setns_hint(ctypes.get_errno()),
+    )
 
 
 def _setns_hint(err: int) -> str | None:
     if err == errno.EINVAL:
-        return ("the fd is not a namespace of that type, or a multithreaded process tried "
-                "to join a mount or user namespace")
+        return (
+            "the fd is not a namespace of that type, or a multithreaded process tried "
+            "to join a mount or user namespace"
+        )
     return None
 
 
@@ -120,16 +125,23 @@ def mount(
     data: str | None = None,
 ) -> None:
     """mount(2): attach a filesystem, or change a mount's flags and propagation."""
-    ret = _libc.mount(_encode(source), _encode(target), _encode(fstype),
-                      ctypes.c_ulong(flags), _encode(data))
-    _check(ret, f"mount {fstype or ''} on {os.fspath(target)}".replace("  ", " "),
-           path=os.fspath(target))
+    ret = _libc.mount(
+        _encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags), _encode(data)
+    )
+    _check(
+        ret,
+        f"mount {fstype or ''} on {os.fspath(target)}".replace("  ", " "),
+        path=os.fspath(target),
+    )
 
 
 def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
     """umount2(2): detach a mount; ``MNT_DETACH`` lets busy mounts go lazily."""
-    _check(_libc.umount2(_encode(target), ctypes.c_int(flags)),
-           f"umount {os.fspath(target)}", path=os.fspath(target))
+    _check(
+        _libc.umount2(_encode(target), ctypes.c_int(flags)),
+        f"umount {os.fspath(target)}",
+        path=os.fspath(target),
+    )
 
 
 def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
@@ -143,10 +155,16 @@ def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]
     if number is None:
         _raise("pivot_root", errno.ENOSYS, f"no syscall number known for {arch}")
     ret = _libc.syscall(ctypes.c_long(number), _encode(new_root), _encode(put_old))
-    _check(ret, "pivot_root",
-           hint=("new_root must be a mount point and no mount on the way may be shared: "
-                 "make / private (MS_REC|MS_PRIVATE) and bind-mount new_root onto itself")
-           if ctypes.get_errno() in (errno.EINVAL, errno.EBUSY) else None)
+    _check(
+        ret,
+        "pivot_root",
+        hint=(
+            "new_root must be a mount point and no mount on the way may be shared: "
+            "make / private (MS_REC|MS_PRIVATE) and bind-mount new_root onto itself"
+        )
+        if ctypes.get_errno() in (errno.EINVAL, errno.EBUSY)
+        else None,
+    )
 
 
 def sethostname(name: str) -> None:

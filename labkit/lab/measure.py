@@ -7,6 +7,7 @@ the kernel process's namespaces or root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -252,8 +253,12 @@ def boot_tiny_vm(
             f"no QEMU for {platform.machine()}",
             fix="apt-get install qemu-system-x86 (or qemu-system-arm)",
         )
-    with tempfile.TemporaryDirectory(prefix="labkit-vm-") as tmp:
-        image = Path(initrd) if initrd else build_initramfs(tmp, busybox)
+    with contextlib.ExitStack() as stack:
+        if initrd is None:  # build a throwaway one, removed when the boot is over
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="labkit-tinyvm-"))
+            image = build_initramfs(tmp, busybox)
+        else:
+            image = Path(initrd)
         ok, why = kvm_usable()
         plan = [("kvm", min(timeout, 30.0))] if ok else []
         plan.append(("tcg", timeout))

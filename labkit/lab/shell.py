@@ -21,8 +21,9 @@ from pathlib import Path
 
 def sh(command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a shell command on the host and capture its output as text."""
-    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise RuntimeError(f"`{command}` exited {result.returncode}: {result.stderr.strip()}")
     return result
@@ -33,11 +34,13 @@ def labkit(*args: str, check: bool = False, timeout: float = 120) -> subprocess.
 
     ``check`` is off by default because a container's own exit code is often the point.
     """
-    result = subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"labkit {' '.join(args)} exited {result.returncode}: "
-                           f"{result.stderr.strip()}")
+        raise RuntimeError(
+            f"labkit {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+        )
     return result
 
 
@@ -59,7 +62,10 @@ def background(*run_args: str, timeout: float = 20) -> Iterator[int]:
         pid_file = Path(tmp) / "pid"
         proc = subprocess.Popen(
             [sys.executable, "-m", "labkit.cli", "run", "--pid-file", str(pid_file), *run_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             pid = _wait_for_pid(pid_file, proc, timeout)
             yield pid
@@ -106,8 +112,9 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     """Run the docker CLI and capture its output."""
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)} exited {result.returncode}: "
-                           f"{result.stderr.strip()}")
+        raise RuntimeError(
+            f"docker {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+        )
     return result
 
 

@@ -22,13 +22,17 @@ process becomes the supervisor's child (the supervisor is a child subreaper).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from labkit.kernel import namespaces, rootfs, syscalls
+from labkit.runtime import state
 from labkit.runtime.spec import USERNS_HOST_BASE, USERNS_SIZE, ContainerSpec
 
 #: Exit codes with Docker's meaning.
@@ -45,22 +49,54 @@ class Reporter:
         self.fd = fd
 
     def send(self, event: str, **fields: object) -> None:
-        os.write(self.fd, (json.dumps({"event": event, **fields}) + "\n").encode())
+        # If the supervisor is gone, the container's record still names it.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self.fd, (json.dumps({"event": event, **fields}) + "\n").encode())
 
-    def fail(self, stage: str, exc: BaseException, exit_code: int = EXIT_SETUP_FAILED) -> None:
+    def fail(
+        self, stage: str, exc: BaseException, exit_code: int = EXIT_SETUP_FAILED, fix: str = ""
+    ) -> None:
         err = getattr(exc, "errno", None)
-        message = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
-        self.send("error", stage=stage, exit_code=exit_code, message=message,
-                  errno=errno.errorcode.get(err, None) if isinstance(err, int) else None)
+        self.send(
+            "error",
+            stage=stage,
+            exit_code=exit_code,
+            message=_describe(stage, exc),
+            errno=errno.errorcode.get(err, None) if isinstance(err, int) else None,
+            fix=fix or FIXES.get(stage, ""),
+        )
         os._exit(exit_code)
+
+
+#: What to do when a stage fails, shown after the error.
+FIXES = {
+    "unshare": "run `labkit doctor` to check namespace support",
+    "mounts": "run `labkit doctor`; check the rootfs has /proc, /sys and /dev directories",
+    "pivot_root": "run `labkit doctor`; the rootfs must be a directory on a local filesystem",
+    "workdir": "pass a --workdir that exists in the image",
+    "exec": "check the command exists in the image and is executable",
+}
+
+
+def _describe(stage: str, exc: BaseException) -> str:
+    """'<stage> failed: <why>: <path>' so the user sees what and where, not just an errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        text = exc.strerror if exc.strerror.startswith(stage) else f"{stage}: {exc.strerror}"
+        return text + where
+    return f"{stage}: {exc}"
 
 
 def main(argv: list[str]) -> None:
     report = Reporter(int(argv[0]))
     spec = ContainerSpec.from_json(argv[1])
+
+    def announce(pid: int) -> None:
+        _started(spec, report, pid, forker=os.getpid())
+
     try:
         if "user" in spec.namespaces:
-            _enter_user_namespace(report)
+            announce = _enter_user_namespace(spec, report)
         other = namespaces.clone_flags(set(spec.namespaces) - {"user"})
         if other:
             syscalls.unshare(other)
@@ -69,18 +105,31 @@ def main(argv: list[str]) -> None:
     if "pid" in spec.namespaces:
         child = os.fork()
         if child:
-            report.send("started", pid=child, forker=os.getpid())
+            announce(child)
             os._exit(0)
     else:
-        report.send("started", pid=os.getpid(), forker=os.getpid())
+        announce(os.getpid())
     _become_container(spec, report)
 
 
-def _enter_user_namespace(report: Reporter) -> None:
-    """Fork; the child enters a new user namespace, this process maps its ids, then exits.
+def _started(spec: ContainerSpec, report: Reporter, pid: int, forker: int) -> None:
+    """Record the container *before* telling the supervisor, so that even a supervisor
+    killed at this very moment leaves a record that ``labkit reset`` can act on."""
+    try:
+        state.write_record(spec.id, pid, spec.argv, spec.rootfs)
+    except OSError as exc:  # the container runs regardless; say so rather than orphan it
+        report.send("warning", message=f"could not record the container: {exc}")
+    report.send("started", pid=pid, forker=forker)
+
+
+def _enter_user_namespace(spec: ContainerSpec, report: Reporter) -> Callable[[int], None]:
+    """Fork; the child enters a new user namespace while this process maps its ids.
 
     Only a process with CAP_SETUID in the *parent* user namespace may map a range, so the
-    maps are written from outside, as runc's nsexec does.
+    maps are written from outside, as runc's nsexec does. For the same reason this
+    process, not the child (whose root is uid 100000 on the host), writes the container's
+    record: the child sends the container's PID back and this process announces it.
+    Returns, in the child, the function that sends that PID.
     """
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
@@ -95,9 +144,15 @@ def _enter_user_namespace(report: Reporter) -> None:
         os.write(to_parent_w, b"1")
         if os.read(to_child_r, 1) != b"1":
             report.fail("user namespace", OSError(errno.EPERM, "the id maps were not written"))
+        os.close(to_child_r)
         os.setgid(0)
         os.setuid(0)
-        return
+
+        def send_pid(pid: int) -> None:
+            os.write(to_parent_w, f"{pid}\n".encode())
+            os.close(to_parent_w)
+
+        return send_pid
     os.close(to_child_r)
     os.close(to_parent_w)
     if os.read(to_parent_r, 1) == b"1":
@@ -108,6 +163,10 @@ def _enter_user_namespace(report: Reporter) -> None:
         except OSError as exc:
             report.fail("write uid_map", exc)
         os.write(to_child_w, b"1")
+        with os.fdopen(to_parent_r, "rb") as from_child:
+            line = from_child.readline()
+        if line.strip():
+            _started(spec, report, int(line), forker=child)
     os._exit(0)
 
 
@@ -121,7 +180,7 @@ def _become_container(spec: ContainerSpec, report: Reporter) -> None:
             rootfs.make_mounts_private()
             if spec.isolation == "pivot_root":
                 rootfs.bind_onto_itself(root)
-            rootfs.mount_proc(root)
+            _mount_proc(root, "pid" in kinds)
             _mount_sys(root, "net" in kinds)
             rootfs.mount_dev(root, can_mknod="user" not in kinds, mqueue="ipc" in kinds)
         stage = spec.isolation
@@ -141,15 +200,33 @@ def _become_container(spec: ContainerSpec, report: Reporter) -> None:
         os.chdir(spec.workdir)
     except OSError as exc:
         report.fail(stage, exc)
+    # The supervisor blocked these signals so that creation cannot be cut in half; the
+    # command gets a clean slate (exec resets handlers, not the mask).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     try:
         os.execvpe(spec.argv[0], spec.argv, spec.environment())
     except FileNotFoundError as exc:
-        report.fail("exec", _exec_error(spec, exc, "executable file not found in $PATH"),
-                    EXIT_NOT_FOUND)
+        report.fail(
+            "exec",
+            _exec_error(spec, exc, "executable file not found in $PATH"),
+            EXIT_NOT_FOUND,
+            fix="check the command's name, or give its full path",
+        )
     except PermissionError as exc:
         report.fail("exec", _exec_error(spec, exc, "permission denied"), EXIT_NOT_EXECUTABLE)
     except OSError as exc:
         report.fail("exec", _exec_error(spec, exc, exc.strerror or "failed"), EXIT_NOT_EXECUTABLE)
+
+
+def _mount_proc(root: Path, own_pidns: bool) -> None:
+    """procfs may only be mounted by the owner of the PID namespace; else bind the host's."""
+    try:
+        rootfs.mount_proc(root)
+    except PermissionError:
+        if own_pidns:
+            raise
+        syscalls.mount("/proc", root / "proc", None, syscalls.MS_BIND | syscalls.MS_REC)
 
 
 def _mount_sys(root: Path, own_netns: bool) -> None:

@@ -10,6 +10,7 @@ container. The Jupyter kernel is never a supervisor: notebooks run the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -56,10 +57,8 @@ class Container:
         return next((e for e in self.events if e["event"] == "error"), None)
 
     def signal(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def wait(self) -> int:
         """Reap the container and return its exit code; forget its record."""
@@ -73,17 +72,42 @@ class Container:
             state.remove_record(self.spec.id)
 
 
-def start(spec: ContainerSpec) -> Container:
+#: Signals a foreground supervisor passes on to its container, as `docker run` does.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def start(spec: ContainerSpec, forward_signals: bool = True) -> Container:
     """Create the container described by ``spec`` and return once its command runs.
 
     Raises LabkitError if the container could not be created at all; a command that
     fails to exec still returns a Container, whose ``wait`` gives 126 or 127.
+    The forwarded signals are blocked while the container is being made, so a Ctrl-C
+    cannot leave half a container behind; once it runs they are passed on to it.
     """
     spec.validate()
     if os.geteuid() != 0:
-        raise LabkitError("labkit must run as root to create namespaces",
-                          fix="run it with sudo, or as root inside the lab VM")
+        raise LabkitError(
+            "labkit must run as root to create namespaces",
+            fix="run it with sudo, or as root inside the lab VM",
+        )
+    if any(r["id"] == spec.id and state.is_alive(r) for r in state.list_records()):
+        raise LabkitError(
+            f"the name {spec.id!r} is already in use by a running container",
+            fix="choose another --name, or stop that container",
+        )
     become_subreaper()
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        container = _create(spec)
+        if forward_signals:
+            for signum in FORWARDED_SIGNALS:
+                signal.signal(signum, lambda s, _frame: container.signal(s))
+        return container
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+
+def _create(spec: ContainerSpec) -> Container:
     read_fd, write_fd = os.pipe()
     try:
         helper = subprocess.Popen(_helper_command(write_fd, spec), pass_fds=(write_fd,))
@@ -96,42 +120,35 @@ def start(spec: ContainerSpec) -> Container:
         helper.wait()
         error = next((e for e in events if e["event"] == "error"), None)
         message = error["message"] if error else f"helper exited with {helper.returncode}"
-        raise LabkitError(f"could not create the container: {message}",
-                          fix="run `labkit doctor` to check this host")
+        raise LabkitError(
+            f"could not create the container: {message}",
+            fix=(error or {}).get("fix") or "run `labkit doctor` to check this host",
+        )
     if started["pid"] == helper.pid:
         # No new PID or user namespace: the helper itself exec'd into the command.
-        container = Container(spec, helper.pid, events, _popen=helper)
-    else:
-        helper.wait()
-        if started["forker"] not in (helper.pid, started["pid"]):
-            # With a user namespace the helper's child did the forking; it is ours now.
-            os.waitpid(started["forker"], 0)
-        container = Container(spec, started["pid"], events)
-    state.write_record(spec.id, container.pid, spec.argv, spec.rootfs)
-    return container
+        return Container(spec, helper.pid, events, _popen=helper)
+    helper.wait()
+    if started["forker"] not in (helper.pid, started["pid"]):
+        # With a user namespace the helper's child did the forking; it is ours now.
+        os.waitpid(started["forker"], 0)
+    return Container(spec, started["pid"], events)
 
 
 def _helper_command(report_fd: int, spec: ContainerSpec) -> list[str]:
     """The helper's command line: isolated mode (-I -S) skips site-packages, which costs
     more start-up time than everything the helper does; it needs only stdlib and labkit."""
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    bootstrap = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-                 "from labkit.runtime.helper import main; main(sys.argv[1:])")
+    bootstrap = (
+        f"import sys; sys.path.insert(0, {package_parent!r}); "
+        "from labkit.runtime.helper import main; main(sys.argv[1:])"
+    )
     return [sys.executable, "-I", "-S", "-c", bootstrap, str(report_fd), spec.to_json()]
 
 
-def supervise(container: Container) -> int:
-    """Wait for a container in the foreground, like ``docker run`` without -d.
-
-    SIGINT, SIGTERM and SIGHUP sent to the supervisor are passed on to the container.
-    """
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda s, _frame: container.signal(s))
-    return container.wait()
-
-
 def run(spec: ContainerSpec) -> tuple[int, Container]:
-    """Start a container and wait for it; returns its exit code and the container."""
-    container = start(spec)
-    return supervise(container), container
+    """Start a container in the foreground and wait for it, like ``docker run`` without -d.
 
+    Returns its exit code and the container.
+    """
+    container = start(spec)
+    return container.wait(), container

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,11 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: 100000 is where /etc/subuid ranges start on Debian and Ubuntu.
 USERNS_HOST_BASE = 100000
 USERNS_SIZE = 65536
+
+
+#: Docker's rule for container names; it also keeps ids safe as file names and hostnames.
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+HOSTNAME_PATTERN = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})")
 
 
 def new_id() -> str:
@@ -62,32 +68,57 @@ class ContainerSpec:
     def validate(self) -> None:
         """Raise LabkitError naming the problem and the fix; create nothing."""
         if not self.argv:
-            raise LabkitError("no command given", fix="put the command after --, e.g. -- sh -c 'id'")
+            raise LabkitError(
+                "no command given", fix="put the command after --, e.g. -- sh -c 'id'"
+            )
         unknown = set(self.namespaces) - set(KINDS)
         if unknown:
-            raise LabkitError(f"unknown namespace kind(s): {', '.join(sorted(unknown))}",
-                              fix="use " + ",".join(KINDS))
+            raise LabkitError(
+                f"unknown namespace kind(s): {', '.join(sorted(unknown))}",
+                fix="use " + ",".join(KINDS),
+            )
         if self.isolation not in ISOLATIONS:
-            raise LabkitError(f"unknown isolation {self.isolation!r}",
-                              fix="use --isolation pivot_root or --isolation chroot")
+            raise LabkitError(
+                f"unknown isolation {self.isolation!r}",
+                fix="use --isolation pivot_root or --isolation chroot",
+            )
         if self.isolation == "pivot_root" and "mnt" not in self.namespaces:
-            raise LabkitError("pivot_root needs a mount namespace",
-                              fix="add mnt to --ns, or use --isolation chroot")
+            raise LabkitError(
+                "pivot_root needs a mount namespace",
+                fix="add mnt to --ns, or use --isolation chroot",
+            )
+        if not NAME_PATTERN.fullmatch(self.id):
+            raise LabkitError(
+                f"invalid container name {self.id!r}",
+                fix="use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            )
+        if self.hostname is not None and not HOSTNAME_PATTERN.fullmatch(self.hostname):
+            raise LabkitError(
+                f"invalid hostname {self.hostname!r}",
+                fix="use at most 63 letters, digits, '-' or '.'",
+            )
         if self.hostname and "uts" not in self.namespaces:
-            raise LabkitError("--hostname needs a UTS namespace",
-                              fix="add uts to --ns, or drop --hostname")
+            raise LabkitError(
+                "--hostname needs a UTS namespace", fix="add uts to --ns, or drop --hostname"
+            )
         root = Path(self.rootfs)
         if not root.is_absolute():
-            raise LabkitError(f"rootfs {self.rootfs!r} is not an absolute path",
-                              fix="pass an absolute path to --rootfs")
+            raise LabkitError(
+                f"rootfs {self.rootfs!r} is not an absolute path",
+                fix="pass an absolute path to --rootfs",
+            )
         if not root.is_dir():
-            raise LabkitError(f"rootfs {self.rootfs} does not exist or is not a directory",
-                              fix="build an image with: labkit images build busybox")
+            raise LabkitError(
+                f"rootfs {self.rootfs} does not exist or is not a directory",
+                fix="build an image with: labkit images build busybox",
+            )
         if root.resolve() == Path("/"):
             raise LabkitError("the rootfs is the host's own /", fix="pass an image's rootfs")
         if not os.path.isabs(self.workdir):
-            raise LabkitError(f"workdir {self.workdir!r} is not absolute",
-                              fix="pass an absolute --workdir such as /tmp")
+            raise LabkitError(
+                f"workdir {self.workdir!r} is not absolute",
+                fix="pass an absolute --workdir such as /tmp",
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

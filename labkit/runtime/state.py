@@ -33,10 +33,15 @@ def write_record(container_id: str, pid: int, argv: list[str], rootfs: str) -> P
     """Record a started container; written atomically so a crash never leaves half a file."""
     directory = containers_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    record = {"id": container_id, "pid": pid, "start_time": process_start_time(pid),
-              "argv": argv, "rootfs": rootfs}
+    record = {
+        "id": container_id,
+        "pid": pid,
+        "start_time": process_start_time(pid),
+        "argv": argv,
+        "rootfs": rootfs,
+    }
     path = directory / f"{container_id}.json"
-    tmp = path.with_suffix(".tmp")
+    tmp = directory / f"{container_id}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
     return path

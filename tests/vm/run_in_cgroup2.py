@@ -5,21 +5,19 @@ Why: CI (Debian 12) runs a hybrid cgroup v1/v2 host, but learners' VMs are pure 
 cgroup code must also be tested against a v2 kernel. virtme-ng boots the distro kernel from
 /boot on a read-only, copy-on-write view of this machine's own filesystem, so the guest runs
 the same interpreter, venv and checkout as the host: no image to build, nothing to install.
-There is no KVM on CI, so the guest always runs under software emulation (TCG): a smoke run
-takes about a minute.
+There is no KVM on CI, so the guest always runs under software emulation (TCG), where Python
+is some 50 times slower than on the host: keep what runs inside small.
 
     python tests/vm/run_in_cgroup2.py [--kernel PATH] [--timeout S] [--json PATH] [PYTEST ARGS]
 
 Harness options come first; everything after them (or after ``--``) goes to pytest, which runs
 in the guest as ``<this python> -m pytest -p no:cacheprovider -o addopts= ARGS`` with the repo
-as its working directory (relative paths are relative to the repo root). The exit status is
-the guest pytest's, or EXIT_TIMEOUT / EXIT_VM_FAILED / EXIT_SETUP below.
+as its working directory (relative paths are relative to the repo root), LABKIT_IN_VM=1, and
+PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 (importing nbval and Jupyter alone costs a minute under TCG;
+name a plugin with ``-p NAME`` to load it). The exit status is the guest pytest's, or
+EXIT_TIMEOUT / EXIT_VM_FAILED / EXIT_SETUP below. The JSON result goes to DEFAULT_RESULT.
 
 Importable: ``run_in_cgroup2(["tests/in_vm"])`` returns the result as a dict.
-
-Inside the guest this same file runs again as ``--guest DIR``: it makes sure cgroup2 is
-mounted at /sys/fs/cgroup, runs pytest, and writes result.json into DIR, a host directory
-shared read-write with the guest (the rest of the host filesystem is read-only there).
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-CGROUP_ROOT = "/sys/fs/cgroup"
 #: Where the command line writes its JSON result unless told otherwise (overwritten each run).
 DEFAULT_RESULT = Path("/run/labkit/vm/cgroup2-result.json")
 
@@ -51,8 +48,8 @@ GUEST_CPUS = 2
 KERNEL_ARGS = ("cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1")
 #: Under TCG, udev loading drivers for qemu's emulated PC hardware (SATA, CD-ROM, i2c, kvm,
 #: SIMD crypto with its self-tests) is most of the boot: skipping them cut the time to the
-#: guest script from 67-74 s to 34-43 s here. Modules a test asks for (veth, nf_tables, ...)
-#: still load on demand.
+#: guest script from 67-74 s to 34-43 s on a busy CI host. Modules a test asks for (veth,
+#: nf_tables, ...) still load on demand.
 FAST_BOOT_ARGS = (
     "cryptomgr.notests",
     "modprobe.blacklist="
@@ -71,8 +68,34 @@ FAST_BOOT_ARGS = (
 VM_NAME = "labkit-vm"
 
 EXIT_SETUP = 69  # a prerequisite is missing (EX_UNAVAILABLE)
-EXIT_VM_FAILED = 70  # the VM did not boot, or the guest side did not report (EX_SOFTWARE)
+EXIT_VM_FAILED = 70  # the VM did not boot, or pytest never finished in it (EX_SOFTWARE)
 EXIT_TIMEOUT = 124  # like timeout(1)
+
+# What runs in the guest. Plain sh, not Python: each Python start costs seconds under TCG.
+# Every fact goes to its own file in the shared directory, so a guest that dies half way
+# still tells the host how far it got.
+_GUEST_SCRIPT = """\
+out={out}
+cut -d' ' -f1 /proc/uptime > "$out/boot_seconds"
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup && echo yes > "$out/mounted_cgroup2"
+fi
+stat -fc %T /sys/fs/cgroup > "$out/cgroup_fs"
+uname -r > "$out/kernel_release"
+cat /sys/fs/cgroup/cgroup.controllers > "$out/controllers"
+cat /proc/cmdline > "$out/cmdline"
+if [ "$(cat "$out/cgroup_fs")" != cgroup2fs ]; then
+    echo "[guest] /sys/fs/cgroup is $(cat "$out/cgroup_fs"), not cgroup2fs; not running pytest"
+    exit {vm_failed}
+fi
+cd {cwd} || exit {vm_failed}
+export LABKIT_IN_VM=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp
+{autoload}
+echo "[guest] $(uname -r), /sys/fs/cgroup is cgroup2fs; in $PWD:" {argv_shown}
+{{ {argv}; echo $? > "$out/exit_code"; }} 2>&1 | tee "$out/pytest.log"
+cat /proc/meminfo > "$out/meminfo"
+exit "$(cat "$out/exit_code")"
+"""
 
 _OUTCOME_NOUNS = {
     "passed": "passed",
@@ -102,12 +125,9 @@ class HarnessError(Exception):
         return f"{self.problem} (fix: {self.fix})"
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-
-def cgroup_fs_type(path: str = CGROUP_ROOT) -> str:
+def cgroup_fs_type(path: str = "/sys/fs/cgroup") -> str:
     """``stat -fc %T``: cgroup2fs on pure v2, tmpfs on hybrid/v1 hosts."""
-    done = subprocess.run(["stat", "-fc", "%T", path], capture_output=True, text=True, check=False)
+    done = subprocess.run(["stat", "-fc", "%T", path], capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else f"unknown ({done.stderr.strip()})"
 
 
@@ -125,9 +145,6 @@ def parse_outcomes(output: str) -> dict[str, int]:
                 counts[_OUTCOME_NOUNS[noun]] = int(number)
         break
     return counts
-
-
-# --------------------------------------------------------------------------- host side
 
 
 def _version_key(release: str) -> list[tuple[int, str]]:
@@ -213,6 +230,36 @@ def _pump(stream: Any, tail: collections.deque[str], echo: bool) -> None:
             sys.stdout.flush()
 
 
+def _read(shared: Path, name: str) -> str | None:
+    path = shared / name
+    return path.read_text(errors="replace").strip() if path.is_file() else None
+
+
+def _guest_facts(shared: Path) -> dict[str, Any]:
+    """What the guest script left in the shared directory, as result fields."""
+    facts: dict[str, Any] = {
+        "cgroup_fs": _read(shared, "cgroup_fs"),
+        "kernel_release": _read(shared, "kernel_release"),
+        "controllers": (_read(shared, "controllers") or "").split(),
+        "guest_mounted_cgroup2": _read(shared, "mounted_cgroup2") == "yes",
+        "guest_cmdline": _read(shared, "cmdline"),
+        "output": _read(shared, "pytest.log") or "",
+    }
+    boot = _read(shared, "boot_seconds")
+    facts["guest_boot_seconds"] = float(boot) if boot else None
+    code = _read(shared, "exit_code")
+    facts["exit_code"] = int(code) if code and code.lstrip("-").isdigit() else None
+    facts["outcomes"] = parse_outcomes(facts["output"]) if facts["exit_code"] is not None else {}
+    meminfo = _read(shared, "meminfo")
+    if meminfo:
+        kib = {
+            k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in meminfo.split("\n"))
+        }
+        facts["guest_mem_total_mb"] = kib["MemTotal"] // 1024
+        facts["guest_mem_used_mb"] = (kib["MemTotal"] - kib["MemAvailable"]) // 1024
+    return facts
+
+
 def run_in_cgroup2(
     pytest_args: list[str],
     timeout: float = 600,
@@ -220,6 +267,7 @@ def run_in_cgroup2(
     kernel: str | os.PathLike[str] | None = None,
     result_path: str | os.PathLike[str] | None = None,
     echo: bool = True,
+    autoload_plugins: bool = False,
 ) -> dict[str, Any]:
     """Boot a cgroup-v2 kernel, run pytest with ``pytest_args`` inside, return the result.
 
@@ -234,6 +282,7 @@ def run_in_cgroup2(
     vng = find_vng()
     check_tools()
     args = [_guest_path(a) for a in pytest_args]
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", *args]
 
     result: dict[str, Any] = {
         "status": EXIT_VM_FAILED,
@@ -246,7 +295,7 @@ def run_in_cgroup2(
         "host_cgroup_fs": cgroup_fs_type(),
         "host_kernel_release": os.uname().release,
         "kernel": str(kernel_path),
-        "pytest_args": args,
+        "pytest_argv": argv,
         "seconds": None,
         "vm_max_rss_mb": None,
         "output": "",
@@ -258,11 +307,15 @@ def run_in_cgroup2(
         scratch = work / "tmp"  # vng's own temp files, so a killed run leaves none in /tmp
         shared.mkdir()
         scratch.mkdir()
-        request = {"python": sys.executable, "cwd": str(REPO), "pytest_args": args}
-        (shared / "request.json").write_text(json.dumps(request))
-        guest_cmd = shlex.join(
-            [sys.executable, str(Path(__file__).resolve()), "--guest", str(shared)]
+        script = _GUEST_SCRIPT.format(
+            out=shlex.quote(str(shared)),
+            cwd=shlex.quote(str(REPO)),
+            vm_failed=EXIT_VM_FAILED,
+            autoload="" if autoload_plugins else "export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1",
+            argv=shlex.join(argv),
+            argv_shown=shlex.quote(shlex.join(argv)),
         )
+        (shared / "guest.sh").write_text(script)
         cmd = [
             str(vng),
             "--run",
@@ -284,7 +337,7 @@ def run_in_cgroup2(
         ]
         for karg in (*KERNEL_ARGS, *FAST_BOOT_ARGS):
             cmd += ["--append", karg]
-        cmd += ["--exec", guest_cmd]
+        cmd += ["--exec", shlex.join(["sh", str(shared / "guest.sh")])]
         env = dict(os.environ, TMPDIR=str(scratch))
         # vng runs virtme-run through the shell, so its directory must be on PATH.
         env["PATH"] = os.pathsep.join([str(vng.parent), env.get("PATH", os.defpath)])
@@ -319,18 +372,18 @@ def run_in_cgroup2(
         # Linux reports ru_maxrss in KiB; the largest process of the tree is qemu.
         result["vm_max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
 
-        guest_file = shared / "result.json"
-        guest = json.loads(guest_file.read_text()) if guest_file.is_file() else {}
-        result.update({k: v for k, v in guest.items() if k in result or k.startswith("guest_")})
+        result.update(_guest_facts(shared))
         if timed_out:
             result["status"] = EXIT_TIMEOUT
             result["error"] = f"the VM did not finish within {timeout:g} s and was killed"
-        elif guest.get("exit_code") is None:
-            why = guest.get("guest_error") or f"vng exited with status {proc.returncode}"
-            last = "".join(tail).strip()
-            result["error"] = f"the VM failed before pytest finished: {why}\n{last}"
+        elif result["exit_code"] is None:
+            last = "".join(tail).strip() or "(no output)"
+            result["error"] = (
+                f"the VM failed before pytest finished (vng exit status {proc.returncode}); "
+                f"last output:\n{last}"
+            )
         else:
-            result["status"] = guest["exit_code"]
+            result["status"] = result["exit_code"]
     finally:
         if proc is not None:
             if proc.returncode is None:  # interrupted (Ctrl-C, SIGTERM) while waiting
@@ -350,18 +403,18 @@ def run_in_cgroup2(
 def _split_argv(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """Harness options up front, the rest verbatim for pytest (whose options we don't know)."""
     options: dict[str, str] = {}
-    known = ("--kernel", "--timeout", "--json", "--guest")
+    valued = ("--kernel", "--timeout", "--json")
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
             return options, argv[i + 1 :]
-        if arg in ("-h", "--help"):
-            options["help"] = ""
+        if arg in ("-h", "--help", "--autoload-plugins"):
+            options[arg.lstrip("-")] = ""
             i += 1
             continue
         name, eq, value = arg.partition("=")
-        if name not in known:
+        if name not in valued:
             break
         if not eq:
             if i + 1 >= len(argv):
@@ -374,7 +427,7 @@ def _split_argv(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def _raise_on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # so the finally blocks kill the VM and remove the temp dir
+    raise KeyboardInterrupt  # so the finally blocks stop the VM and remove the temp dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,16 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     prog = "run_in_cgroup2"
     try:
         options, pytest_args = _split_argv(argv)
-        if "guest" in options:
-            return guest_main(Path(options["guest"]))
-        if "help" in options:
+        if "help" in options or "h" in options:
             print(__doc__.strip())
             return 0
         timeout = float(options.get("timeout", 600))
         result_path = Path(options.get("json", DEFAULT_RESULT))
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
         result = run_in_cgroup2(
-            pytest_args, timeout, kernel=options.get("kernel"), result_path=result_path
+            pytest_args,
+            timeout,
+            kernel=options.get("kernel"),
+            result_path=result_path,
+            autoload_plugins="autoload-plugins" in options,
         )
     except HarnessError as err:
         print(f"{prog}: {err}", file=sys.stderr)
@@ -409,79 +464,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{prog}: guest {result['kernel_release']} with /sys/fs/cgroup={result['cgroup_fs']}"
         f" (host: {result['host_cgroup_fs']}); pytest exit {result['exit_code']} ({counts});"
         f" {result['seconds']} s (guest booted in {result.get('guest_boot_seconds')} s),"
-        f" VM max RSS {result['vm_max_rss_mb']} MiB;"
-        f" result in {result_path}",
+        f" VM max RSS {result['vm_max_rss_mb']} MiB; result in {result_path}",
         file=sys.stderr,
     )
     return result["status"]
-
-
-# --------------------------------------------------------------------------- guest side
-
-
-def _ensure_cgroup2() -> bool:
-    """Mount cgroup2 at /sys/fs/cgroup unless the guest's init already did; True if we did."""
-    if cgroup_fs_type() == "cgroup2fs":
-        return False
-    subprocess.run(["mount", "-t", "cgroup2", "cgroup2", CGROUP_ROOT], check=True)
-    return True
-
-
-def _meminfo_kib() -> dict[str, int]:
-    fields = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        fields[key] = int(rest.split()[0])
-    return fields
-
-
-def guest_main(shared: Path) -> int:
-    """Runs inside the VM: cgroup2 at /sys/fs/cgroup, then pytest, then result.json."""
-    request = json.loads((shared / "request.json").read_text())
-    # Seconds since the guest kernel started: how long the boot took.
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    result: dict[str, Any] = {"exit_code": None, "guest_boot_seconds": uptime}
-    try:
-        result["guest_mounted_cgroup2"] = _ensure_cgroup2()
-        result["cgroup_fs"] = cgroup_fs_type()
-        result["kernel_release"] = os.uname().release
-        result["controllers"] = Path(CGROUP_ROOT, "cgroup.controllers").read_text().split()
-        result["guest_cmdline"] = Path("/proc/cmdline").read_text().strip()
-        if result["cgroup_fs"] != "cgroup2fs":
-            raise RuntimeError(f"{CGROUP_ROOT} is {result['cgroup_fs']}, not cgroup2fs")
-        argv = [request["python"], "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts="]
-        argv += request["pytest_args"]
-        env = dict(
-            os.environ,
-            LABKIT_IN_VM="1",  # lets tests/in_vm collect (see tests/in_vm/conftest.py)
-            PYTHONDONTWRITEBYTECODE="1",  # the checkout is read-only in the guest
-            PYTHONUNBUFFERED="1",
-            TMPDIR="/tmp",
-        )
-        print(f"[guest] cwd {request['cwd']}: {shlex.join(argv)}", flush=True)
-        output = []
-        with subprocess.Popen(
-            argv, cwd=request["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        ) as proc:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                sys.stdout.buffer.write(raw)
-                sys.stdout.buffer.flush()
-                output.append(raw.decode(errors="replace"))
-        result["output"] = "".join(output)
-        result["outcomes"] = parse_outcomes(result["output"])
-        result["exit_code"] = proc.returncode
-    except Exception as err:  # reported to the host, which has no other way to see it
-        result["guest_error"] = f"{type(err).__name__}: {err}"
-        print(f"[guest] {result['guest_error']}", file=sys.stderr, flush=True)
-    finally:
-        mem = _meminfo_kib()
-        result["guest_mem_total_mb"] = mem["MemTotal"] // 1024
-        result["guest_mem_used_mb"] = (mem["MemTotal"] - mem["MemAvailable"]) // 1024
-        partial = shared / "result.json.part"
-        partial.write_text(json.dumps(result))
-        partial.rename(shared / "result.json")
-    return EXIT_VM_FAILED if result["exit_code"] is None else result["exit_code"]
 
 
 if __name__ == "__main__":
