@@ -147,8 +147,9 @@ def enter(pid: int, kinds: Iterable[str]) -> None:
 
     All namespace files and the process's root are opened before the first setns,
     because after joining its mount namespace /proc/PID may no longer be reachable.
-    A user namespace is joined first so the others are entered with its credentials. Joining a PID namespace only
-    affects children, so callers fork afterwards. Only for a single-threaded process.
+    A user namespace is joined first so the others are entered with its credentials.
+    Joining a PID namespace only affects children, so callers fork afterwards.
+    Only for a single-threaded process.
     """
     order = sorted(set(kinds), key=lambda k: (k != "user", k))
     fds = [(k, os.open(f"/proc/{pid}/ns/{k}", os.O_RDONLY | os.O_CLOEXEC)) for k in order]
