@@ -241,7 +241,7 @@ def busybox_rootfs() -> Path:
     try:
         root = image_rootfs("busybox")
     except LabkitError as exc:
-        pytest.skip(f"no busybox image: {exc}")
+        pytest.fail(f"no busybox image: {exc}")
     _ROOTFS_SEEN.add(root)
     return root
 
@@ -260,7 +260,7 @@ def rootfs_copy(busybox_rootfs: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def needs_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        pytest.fail("needs root: run the tests with sudo bash tests/run.sh")
 
 
 # -- leak check -------------------------------------------------------------------------------
@@ -383,3 +383,9 @@ def _nothing_left_behind() -> Iterator[None]:
             "test that did not clean up):\n  " + "\n  ".join(new),
             pytrace=False,
         )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The tests drive the real kernel: without root every one of them would fail."""
+    if os.geteuid() != 0:
+        pytest.exit("labkit's tests need root: run sudo bash tests/run.sh", returncode=4)
