@@ -31,9 +31,9 @@ import gc
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -155,7 +155,18 @@ def host_facts(python: str) -> dict[str, object]:
         "docker": f"server {server}, client {client}" if docker else "",
         "unshare": _out(["unshare", "--version"]),
         "nsenter": _out(["nsenter", "--version"]),
+        "labkit_revision": labkit_revision(),
     }
+
+
+def labkit_revision() -> str:
+    """The commit of the labkit being measured, "+dirty" if labkit/ has local changes."""
+    repo = str(Path(__file__).resolve().parents[1])
+    commit = _out(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = _out(["git", "-C", repo, "status", "--porcelain", "--", "labkit"])
+    return commit + ("+dirty" if dirty else "")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -455,32 +466,68 @@ def _missing(needs: str | None) -> bool:
 # --------------------------------------------------------------------------- measuring
 
 
-def _children_cpu_ns() -> int:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return int((usage.ru_utime + usage.ru_stime) * 1e9)
+class _Watchdog:
+    """Kills the running sample after TIMEOUT_S, with SIGALRM rather than a timeout argument.
+
+    ``subprocess.run(timeout=...)`` waits by polling with sleeps that grow to 50 ms, which
+    rounds every sample up to the next poll; a blocking ``wait4`` returns the moment the
+    child exits, and SIGALRM interrupts nothing while no sample is over time.
+    """
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.fired = False
+        self.previous = signal.signal(signal.SIGALRM, self._fire)
+
+    def _fire(self, _signum: int, _frame: object) -> None:
+        if self.pid:
+            self.fired = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def arm(self) -> None:
+        self.pid, self.fired = 0, False
+        signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+
+    def disarm(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.pid = 0
+
+    def close(self) -> None:
+        self.disarm()
+        signal.signal(signal.SIGALRM, self.previous)
 
 
-def time_once(argv: list[str], errors: BinaryIO) -> tuple[int, int, int]:
+def time_once(argv: list[str], errors: BinaryIO, watchdog: _Watchdog) -> tuple[int, int, int]:
     """(wall ns, CPU ns, exit status) of one run; stdout discarded, stderr kept in ``errors``.
 
+    Wall time runs from just before the fork to the return of a blocking ``wait4``.
     stderr goes to an (emptied) temporary file rather than /dev/null so that a failing run
     can be reported with its own message; a run that succeeds writes nothing there, so the
     file costs no more than /dev/null would.
 
-    CPU is user + system time of the whole reaped process tree (getrusage RUSAGE_CHILDREN):
-    less disturbed than wall time by other jobs on a shared machine, but blind to work done
-    elsewhere (the Docker daemon, containerd and the shim are not our children).
+    CPU is user + system time of the reaped child and every descendant it waited for (the
+    rusage ``wait4`` returns): less disturbed than wall time by other jobs on a shared
+    machine, but blind to work done elsewhere (the Docker daemon, containerd and the shim
+    are not our descendants).
     """
     errors.seek(0)
     errors.truncate()
-    cpu0 = _children_cpu_ns()
-    start = time.perf_counter_ns()
-    done = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-        timeout=TIMEOUT_S,
-    )  # fmt: skip
-    wall = time.perf_counter_ns() - start
-    return wall, _children_cpu_ns() - cpu0, done.returncode
+    watchdog.arm()
+    try:
+        start = time.perf_counter_ns()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
+        )
+        watchdog.pid = proc.pid
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter_ns() - start
+    finally:
+        watchdog.disarm()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    if watchdog.fired:
+        raise TimeoutError(f"killed after {TIMEOUT_S:.0f} s")
+    return wall, int((usage.ru_utime + usage.ru_stime) * 1e9), proc.returncode
 
 
 def _read(errors: BinaryIO) -> str:
@@ -498,11 +545,11 @@ def record_failure(c: Contender, serial: int, code: int | None, why: str, stderr
     c.status = "flaky" if worked and len(c.failures) < MAX_FAILURES else "failed"
 
 
-def sample(c: Contender, serial: int, warmup: bool, errors: BinaryIO) -> None:
+def sample(c: Contender, serial: int, warmup: bool, errors: BinaryIO, dog: _Watchdog) -> None:
     try:
-        ns, cpu, code = time_once(c.argv(serial), errors)
-    except subprocess.TimeoutExpired:
-        record_failure(c, serial, None, f"timed out after {TIMEOUT_S:.0f} s", _read(errors))
+        ns, cpu, code = time_once(c.argv(serial), errors, dog)
+    except TimeoutError as exc:
+        record_failure(c, serial, None, str(exc), _read(errors))
         return
     except OSError as exc:
         record_failure(c, serial, None, f"could not start: {exc}", "")
@@ -521,6 +568,7 @@ def measure(contenders: list[Contender], runs: int, warmup: int, progress: bool)
     serial = 0
     total = warmup + runs
     gc.disable()  # no collector pauses in the timing process
+    watchdog = _Watchdog()
     try:
         with tempfile.TemporaryFile(prefix=f"{PREFIX}-stderr-") as errors:
             for round_no in range(total):
@@ -530,10 +578,11 @@ def measure(contenders: list[Contender], runs: int, warmup: int, progress: bool)
                 shift = round_no % len(live)
                 for c in live[shift:] + live[:shift]:
                     serial += 1
-                    sample(c, serial, round_no < warmup, errors)
+                    sample(c, serial, round_no < warmup, errors, watchdog)
                 if progress and (round_no + 1) % 10 == 0:
                     print(f"  round {round_no + 1}/{total}", file=sys.stderr, flush=True)
     finally:
+        watchdog.close()
         gc.enable()
 
 
@@ -639,7 +688,7 @@ def markdown(report: dict) -> str:
         "",
         f"- kernel {host['kernel']}, {host['cpu_model']}, nproc {host['nproc']}",
         f"- cgroups: {cg['mode']}; v2 controllers: `{cg['v2_controllers'] or 'none'}`",
-        f"- python {host['python']} ({host['python_path']})",
+        f"- python {host['python']} ({host['python_path']}); labkit {host['labkit_revision']}",
         f"- {host['runc'] or 'runc missing'}; {host['crun'] or 'crun missing'}",
         f"- docker {host['docker'] or 'missing'}; {host['unshare']}",
         f"- before: {meta['load_before']}",

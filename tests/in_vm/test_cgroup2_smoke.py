@@ -24,6 +24,12 @@ def _words(path: Path) -> set[str]:
     return set(path.read_text().split())
 
 
+def _fs_type() -> str:
+    """``stat -fc %T /sys/fs/cgroup``: cgroup2fs on a pure v2 system."""
+    done = subprocess.run(["stat", "-fc", "%T", str(ROOT)], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def _rmdir(cgroup: Path, timeout: float = 5.0) -> None:
     """rmdir a cgroup; the kernel may answer EBUSY for a moment after its last process exits."""
     deadline = time.monotonic() + timeout
@@ -40,12 +46,7 @@ def _rmdir(cgroup: Path, timeout: float = 5.0) -> None:
 @pytest.fixture
 def child_cgroup() -> Iterator[Path]:
     """/sys/fs/cgroup/labkit-smoke-<pid> with memory and pids enabled for it; removed after."""
-    assert (
-        subprocess.run(
-            ["stat", "-fc", "%T", str(ROOT)], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        == "cgroup2fs"
-    ), "refusing to create cgroups outside a cgroup-v2 hierarchy"
+    assert _fs_type() == "cgroup2fs", "refusing to create cgroups outside a cgroup-v2 hierarchy"
     subtree = ROOT / "cgroup.subtree_control"
     enabled_here = {"memory", "pids"} - _words(subtree)
     if enabled_here:
@@ -64,10 +65,7 @@ def child_cgroup() -> Iterator[Path]:
 
 
 def test_cgroup_root_is_cgroup2() -> None:
-    fstype = subprocess.run(
-        ["stat", "-fc", "%T", str(ROOT)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert fstype == "cgroup2fs"
+    assert _fs_type() == "cgroup2fs"
     mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
     assert [m[2] for m in mounts if m[1] == str(ROOT)] == ["cgroup2"]
     # Pure v2: no v1 hierarchy mounted anywhere.

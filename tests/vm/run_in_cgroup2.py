@@ -278,7 +278,9 @@ def run_in_cgroup2(
     started = time.monotonic()
     kernel_path = Path(kernel) if kernel else find_kernel()
     if not kernel_path.is_file():
-        raise HarnessError(f"no kernel image at {kernel_path}", "apt-get install linux-image-amd64")
+        raise HarnessError(
+            f"no kernel image at {kernel_path}", "name a /boot/vmlinuz-* file, or omit --kernel"
+        )
     vng = find_vng()
     check_tools()
     args = [_guest_path(a) for a in pytest_args]
@@ -369,8 +371,9 @@ def run_in_cgroup2(
         proc.returncode = os.waitstatus_to_exitcode(wait_status)
         _kill_group(proc.pid)  # anything vng left running
         reader.join(timeout=10)
-        # Linux reports ru_maxrss in KiB; the largest process of the tree is qemu.
-        result["vm_max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+        if not timed_out:  # a killed qemu is reaped by init, which keeps its rusage
+            # Linux reports ru_maxrss in KiB; the largest process of the tree is qemu.
+            result["vm_max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
 
         result.update(_guest_facts(shared))
         if timed_out:
