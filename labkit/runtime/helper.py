@@ -103,10 +103,16 @@ def main(argv: list[str]) -> None:
     except OSError as exc:
         report.fail("unshare", exc)
     if "pid" in spec.namespaces:
+        recorded_r, recorded_w = os.pipe()
         child = os.fork()
         if child:
             announce(child)
-            os._exit(0)
+            os._exit(0)  # closes recorded_w: the child may go on
+        # Wait until the parent has recorded us: it shares our new mount namespace, so once
+        # we pivot_root its "/" moves too, and it must have written to the host's /run first.
+        os.close(recorded_w)
+        os.read(recorded_r, 1)
+        os.close(recorded_r)
     else:
         announce(os.getpid())
     _become_container(spec, report)
