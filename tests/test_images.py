@@ -23,7 +23,6 @@ from labkit.images import base
 REAL_IMAGES_DIR = paths.IMAGES_DIR
 
 
-
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private STATE_DIR/IMAGES_DIR for one test."""

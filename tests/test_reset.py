@@ -19,7 +19,6 @@ from labkit.images import base
 from labkit.runtime.state import process_start_time
 
 
-
 def _mounted(path: Path) -> bool:
     return str(path) in base.mounts_under(path)
 

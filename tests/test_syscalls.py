@@ -37,7 +37,7 @@ def test_pivot_root_syscall_numbers() -> None:
 def test_clone_flags_match_python_when_it_has_them(lab, python_for) -> None:
     """Python 3.12 exports os.CLONE_*; labkit's numbers must be the same."""
     if not python_for["os"]:
-        pytest.fail("no Python 3.12+ with os.CLONE_* on this host: install python3.12 (the lab VM has it)")
+        pytest.fail("no Python 3.12+ with os.CLONE_* here: install python3.12")
     out = lab.py(
         python=python_for["os"],
         code="""
@@ -114,7 +114,7 @@ def test_unshare_and_setns_paths(lab, python_for, path: str) -> None:
     script leaves a UTS namespace, names it, and setns()es back.
     """
     if not python_for[path]:
-        pytest.fail("no Python 3.12+ with os.unshare on this host: install python3.12 (the lab VM has it)")
+        pytest.fail("no Python 3.12+ with os.unshare here: install python3.12")
     out = lab.py(
         python=python_for[path],
         code=f"""
@@ -160,7 +160,7 @@ def test_unshare_user_ns_from_a_threaded_process_is_einval_with_hint(
     lab, python_for, path: str
 ) -> None:
     if not python_for[path]:
-        pytest.fail("no Python 3.12+ with os.unshare on this host: install python3.12 (the lab VM has it)")
+        pytest.fail("no Python 3.12+ with os.unshare here: install python3.12")
     out = lab.py(
         python=python_for[path],
         code=f"""
@@ -227,7 +227,7 @@ def test_pivot_root_on_a_plain_dir_of_the_root_fs_is_ebusy_and_says_why(lab, tmp
     plain = tmp_path / "not-a-mount-point"
     plain.mkdir()
     if os.stat(plain).st_dev != os.stat("/").st_dev:
-        pytest.fail("the temp dir is not on the root filesystem here: set TMPDIR to a directory on /")
+        pytest.fail("the temp dir is not on the root filesystem here: set TMPDIR on /")
     out = lab.py(f"""
         from labkit.kernel import rootfs, syscalls
         syscalls.unshare(syscalls.CLONE_NEWNS)
