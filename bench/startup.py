@@ -3,8 +3,9 @@
     sudo python bench/startup.py [--runs N] [--warmup K] [--json OUT] [--markdown OUT]
                                  [--only NAME,...] [--rootfs DIR] [--python PY]
 
-What one sample is: the wall time (``time.perf_counter_ns``) around ``subprocess.run`` of one
-contender's command, from fork to the reaping of its exit status. For a container that covers
+What one sample is: the wall time (``time.perf_counter_ns``) around ``subprocess.Popen`` and a
+blocking ``os.wait4`` of one contender's command, from fork to the reaping of its exit status
+(plus the CPU time of that process tree). For a container that covers
 create + start + the command's run + teardown (``--rm``); it never includes pulling an image:
 every runtime runs the *same* busybox rootfs directory, already on disk (Docker runs an image
 imported from that directory, because Docker cannot run a bare directory).
@@ -12,8 +13,9 @@ imported from that directory, because Docker cannot run a bare directory).
 Contenders run round-robin, one sample each per round, and the order rotates every round, so
 slow drift (another job on the machine, page-cache state, CPU frequency) lands on all of them
 alike. Warm-up rounds are run and thrown away. A contender whose binary is missing is reported
-as ``missing``; one whose command exits non-zero is reported as ``failed`` with its stderr and
-not run again; none is dropped silently.
+as ``missing``; one whose command exits non-zero the first time is ``failed``, with its stderr,
+and not run again; one that fails after having worked is ``flaky`` (given up after
+MAX_FAILURES). None is dropped silently.
 
 Everything the script makes is named ``labkit-bench-*`` (OCI bundle directory, container ids,
 cgroups ``/labkit-bench/<id>`` in every hierarchy, Docker container names) and is removed at
@@ -679,7 +681,9 @@ def markdown(report: dict) -> str:
         lines += ["", "Failed, flaky or missing (first failure's last stderr line):", ""]
         for r in problems:
             detail = r.get("stderr", "").strip().splitlines()
-            tail = f": `{detail[-1]}`" if detail else " (no stderr)"
+            tail = f": `{detail[-1]}`" if detail else ""
+            if not detail and r["status"] != "missing":
+                tail = " (no stderr)"
             lines.append(f"- `{r['name']}` {_status(r)}, {r.get('reason', '')}{tail}")
     host = meta["host"]
     lines += [
@@ -781,6 +785,10 @@ def run(args: argparse.Namespace) -> dict:
         measure(contenders, args.runs, args.warmup, progress=not args.quiet)
     rows = [summarize(c) for c in contenders]
     add_ratios(rows)
+    if labkit_revision() != host["labkit_revision"]:
+        state["notes"].append(
+            f"labkit changed during the run: {host['labkit_revision']} -> {labkit_revision()}"
+        )
     return {
         "meta": {
             "runs": args.runs,
@@ -795,6 +803,11 @@ def run(args: argparse.Namespace) -> dict:
         },
         "contenders": rows,
     }
+
+
+def _write(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -815,9 +828,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = run(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        _write(args.json, json.dumps(report, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(report))
+        _write(args.markdown, markdown(report))
     print_table(report)
     return 0
 

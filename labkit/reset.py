@@ -139,18 +139,9 @@ def find_mounts() -> list[Leftover]:
 
 def remove_mount(item: Leftover) -> None:
     """umount2(MNT_DETACH): a lazy unmount succeeds even if something still uses it."""
-    try:
-        from labkit.kernel.syscalls import MNT_DETACH, umount2
-    except ImportError:
-        from labkit.images.base import umount_detach
+    from labkit.kernel.syscalls import umount_detach
 
-        umount_detach(item.ref["target"])
-        return
-    try:
-        umount2(item.ref["target"], MNT_DETACH)
-    except OSError as exc:
-        if exc.errno not in (2, 22):  # already gone / no longer a mount point
-            raise
+    umount_detach(item.ref["target"])
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from labkit import paths
 from labkit.errors import LabkitError
 from labkit.images import base
+from labkit.kernel import syscalls
 
 REAL_IMAGES_DIR = paths.IMAGES_DIR
 
@@ -30,7 +31,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(paths, "IMAGES_DIR", tmp_path / "state" / "images")
     yield paths.IMAGES_DIR
     for mnt in sorted(base.mounts_under(tmp_path), key=len, reverse=True):
-        base.umount_detach(mnt)
+        syscalls.umount_detach(mnt)
 
 
 def _meta(images: Path, name: str) -> dict:

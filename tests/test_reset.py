@@ -16,6 +16,7 @@ import pytest
 
 from labkit import paths, reset
 from labkit.images import base
+from labkit.kernel import syscalls
 from labkit.runtime.state import process_start_time
 
 
@@ -43,7 +44,7 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         p.wait()
     for root in (run, tmp_path):
         for mnt in sorted(base.mounts_under(root), key=len, reverse=True):
-            base.umount_detach(mnt)
+            syscalls.umount_detach(mnt)
     base.remove_tree(run)
 
 

@@ -139,14 +139,15 @@ extras=lab
 [ "$vm_harness" = yes ] && extras=lab,vm
 # pip install -e is slow and needs PyPI; skip it when nothing relevant changed since last time.
 stamp_file="$VENV/.labkit-provision-stamp"
-stamp="$repo [$extras] $(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
+stamp="$repo [$extras] editable=compat $(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] &&
   "$VENV/bin/python" -c 'import labkit' 2>/dev/null && [ -x "$VENV/bin/labkit" ]; then
   say "pip: labkit[$extras] already installed from $repo"
 else
   say "pip: installing -e ${repo}[$extras]"
   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-    "$VENV/bin/python" -m pip install --quiet --progress-bar off -e "${repo}[$extras]"
+    "$VENV/bin/python" -m pip install --quiet --progress-bar off \
+      --config-settings editable_mode=compat -e "${repo}[$extras]"
   printf '%s\n' "$stamp" >"$stamp_file"
 fi
 ln -sfn "$VENV/bin/labkit" /usr/local/bin/labkit

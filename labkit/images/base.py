@@ -21,6 +21,7 @@ from typing import IO
 
 from labkit import paths
 from labkit.errors import LabkitError
+from labkit.kernel.syscalls import umount_detach
 
 KNOWN = ("busybox", "debian")
 SUITE = "bookworm"
@@ -548,14 +549,3 @@ def unescape_mountinfo(s: str) -> str:
     import re
 
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
-def umount_detach(target: str) -> None:
-    """umount2(target, MNT_DETACH) via libc; this layer may not import labkit.kernel."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(target.encode(), 2) != 0:  # 2 = MNT_DETACH
-        err = ctypes.get_errno()
-        if err not in (22, 2):  # EINVAL: not a mount point (anymore); ENOENT: gone
-            raise OSError(err, os.strerror(err), target)

@@ -10,7 +10,6 @@ errno (``EPERM``, ``EINVAL`` ...) and says what usually causes it, because a bar
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
@@ -51,7 +50,9 @@ _HINTS = {
     errno.ENOSYS: "the kernel does not have this system call",
 }
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# dlopen(NULL): the symbols already loaded into this process, libc's among them. Cheaper
+# than ctypes.util.find_library, which imports more modules and runs `ldconfig -p`.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _raise(what: str, err: int, hint: str | None = None, path: str | None = None) -> None:
@@ -144,6 +145,15 @@ def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
     )
 
 
+def umount_detach(target: str | os.PathLike[str]) -> None:
+    """Lazily detach ``target`` for cleanup code: a mount that is already gone is no error."""
+    try:
+        umount2(target, MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise
+
+
 def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
     """pivot_root(2): make ``new_root`` the root mount and move the old one to ``put_old``.
 
@@ -171,3 +181,14 @@ def sethostname(name: str) -> None:
     """sethostname(2): only affects the caller's UTS namespace."""
     raw = name.encode()
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper() -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to us, not to init.
+
+    This is how one supervisor can wait for containers whose helper has already exited.
+    """
+    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0), "prctl")

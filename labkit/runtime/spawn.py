@@ -11,28 +11,18 @@ container. The Jupyter kernel is never a supervisor: notebooks run the CLI.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from labkit.errors import LabkitError
+from labkit.kernel import syscalls
 from labkit.runtime import state
 from labkit.runtime.spec import ContainerSpec
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned descendants, so containers whose helper exited stay our children."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
 def exit_code(status: int) -> int:
@@ -49,7 +39,7 @@ class Container:
     spec: ContainerSpec
     pid: int
     events: list[dict] = field(default_factory=list)
-    _popen: subprocess.Popen | None = field(default=None, repr=False)
+    _popen: subprocess.Popen | _ForkedHelper | None = field(default=None, repr=False)
 
     @property
     def error(self) -> dict | None:
@@ -95,7 +85,7 @@ def start(spec: ContainerSpec, forward_signals: bool = True) -> Container:
             f"the name {spec.id!r} is already in use by a running container",
             fix="choose another --name, or stop that container",
         )
-    become_subreaper()
+    syscalls.set_child_subreaper()
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
         container = _create(spec)
@@ -107,10 +97,46 @@ def start(spec: ContainerSpec, forward_signals: bool = True) -> Container:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
+class _ForkedHelper:
+    """The helper as a fork of a single-threaded supervisor, with Popen's wait() contract."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            self.returncode = code
+        return self.returncode
+
+
+def _start_helper(report_fd: int, spec: ContainerSpec) -> subprocess.Popen | _ForkedHelper:
+    """Start the helper process, the cheapest safe way.
+
+    A single-threaded supervisor (the CLI) forks: the child is a single-threaded copy that
+    already has labkit imported, which saves a whole interpreter start (~100 ms). A
+    multithreaded one (a Jupyter kernel, a daemon) must not fork, so it starts a fresh
+    interpreter running the same ``helper.main``.
+    """
+    if threading.active_count() == 1:
+        from labkit.runtime import helper
+
+        pid = os.fork()
+        if pid == 0:
+            try:
+                helper.main([str(report_fd), spec.to_json()])
+            finally:
+                os._exit(helper.EXIT_SETUP_FAILED)  # main() only returns by exec or _exit
+        return _ForkedHelper(pid)
+    return subprocess.Popen(_helper_command(report_fd, spec), pass_fds=(report_fd,))
+
+
 def _create(spec: ContainerSpec) -> Container:
     read_fd, write_fd = os.pipe()
     try:
-        helper = subprocess.Popen(_helper_command(write_fd, spec), pass_fds=(write_fd,))
+        helper = _start_helper(write_fd, spec)
     finally:
         os.close(write_fd)
     with os.fdopen(read_fd, "rb") as report:

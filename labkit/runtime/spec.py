@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ HOSTNAME_PATTERN = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})")
 
 def new_id() -> str:
     """A short random id, like Docker's 12-hex-digit container ids."""
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()
 
 
 @dataclass
