@@ -403,3 +403,45 @@ def _ppid(pid: str) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except OSError:
         return None
+
+
+def test_a_multithreaded_supervisor_starts_a_fresh_helper(lab, busybox_rootfs: Path) -> None:
+    """A supervisor with threads must not fork: it execs a fresh `python -I -S` helper."""
+    out = lab.py(f"""
+        import subprocess, threading
+        from labkit.runtime import spawn
+        from labkit.runtime.spec import ContainerSpec
+        stop = threading.Event()
+        worker = threading.Thread(target=stop.wait)
+        worker.start()
+        seen = []
+        real_popen = subprocess.Popen
+        def spy(argv, *a, **kw):
+            seen.append(argv[:3])
+            return real_popen(argv, *a, **kw)
+        subprocess.Popen = spy
+        try:
+            spec = ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sh", "-c", "exit 9"])
+            code, container = spawn.run(spec)
+        finally:
+            stop.set()
+            worker.join()
+        emit(code=code, helper_argv=seen[0] if seen else None)
+    """)
+    assert out["code"] == 9
+    assert out["helper_argv"][1:3] == ["-I", "-S"]
+
+
+def test_a_single_threaded_supervisor_forks_the_helper(lab, busybox_rootfs: Path) -> None:
+    out = lab.py(f"""
+        import subprocess
+        from labkit.runtime import spawn
+        from labkit.runtime.spec import ContainerSpec
+        seen = []
+        subprocess.Popen = lambda *a, **kw: seen.append(a) or (_ for _ in ()).throw(
+            AssertionError("no Popen expected"))
+        spec = ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sh", "-c", "exit 8"])
+        code, container = spawn.run(spec)
+        emit(code=code, popen_calls=len(seen))
+    """)
+    assert (out["code"], out["popen_calls"]) == (8, 0)

@@ -1,10 +1,11 @@
-"""The helper process: a fresh, single-threaded Python that turns itself into a container.
+"""The helper process: a single-threaded Python process that turns itself into a container.
 
-It is started by a supervisor (``labkit.runtime.spawn``) as::
+A supervisor (``labkit.runtime.spawn``) forks it when the supervisor is single-threaded,
+or else starts a fresh interpreter running the same function, like::
 
-    python -m labkit.runtime.helper REPORT_FD SPEC_JSON
+    python -I -S -c 'from labkit.runtime.helper import main; ...' REPORT_FD SPEC_JSON
 
-and does, in order:
+``main`` then does, in order:
 
 1. with a user namespace: fork; the child unshares CLONE_NEWUSER and waits while this
    process, still in the host's user namespace, writes the child's uid_map and gid_map;
