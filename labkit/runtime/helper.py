@@ -187,8 +187,8 @@ def _become_container(spec: ContainerSpec, report: Reporter) -> None:
             rootfs.make_mounts_private()
             if spec.isolation == "pivot_root":
                 rootfs.bind_onto_itself(root)
-            _mount_proc(root, "pid" in kinds)
-            _mount_sys(root, "net" in kinds)
+            _mount_fresh_or_bind(root, "proc", rootfs.mount_proc, "pid" in kinds)
+            _mount_fresh_or_bind(root, "sys", rootfs.mount_sys, "net" in kinds)
             rootfs.mount_dev(root, can_mknod="user" not in kinds, mqueue="ipc" in kinds)
         stage = spec.isolation
         if spec.isolation == "pivot_root":
@@ -226,24 +226,18 @@ def _become_container(spec: ContainerSpec, report: Reporter) -> None:
         report.fail("exec", _exec_error(spec, exc, exc.strerror or "failed"), EXIT_NOT_EXECUTABLE)
 
 
-def _mount_proc(root: Path, own_pidns: bool) -> None:
-    """procfs may only be mounted by the owner of the PID namespace; else bind the host's."""
+def _mount_fresh_or_bind(
+    root: Path, name: str, mount_fresh: Callable[[Path], None], owns_namespace: bool
+) -> None:
+    """A fresh proc (sysfs) may only be mounted by the user namespace that owns the PID
+    (network) namespace. A container in a new user namespace that shares the host's PID
+    (network) namespace cannot, so it gets a recursive bind of the host's instead."""
     try:
-        rootfs.mount_proc(root)
+        mount_fresh(root)
     except PermissionError:
-        if own_pidns:
+        if owns_namespace:
             raise
-        syscalls.mount("/proc", root / "proc", None, syscalls.MS_BIND | syscalls.MS_REC)
-
-
-def _mount_sys(root: Path, own_netns: bool) -> None:
-    """sysfs may only be mounted by the owner of the network namespace; else bind the host's."""
-    try:
-        rootfs.mount_sys(root)
-    except PermissionError:
-        if own_netns:
-            raise
-        syscalls.mount("/sys", root / "sys", None, syscalls.MS_BIND | syscalls.MS_REC)
+        syscalls.mount(f"/{name}", root / name, None, syscalls.MS_BIND | syscalls.MS_REC)
 
 
 def _remove_hideout(root: Path) -> None:
