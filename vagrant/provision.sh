@@ -95,9 +95,10 @@ pkgs=(
   busybox-static debootstrap
   crun skopeo hyperfine git curl ca-certificates
 )
-# A host that already runs Docker CE (docker-ce + containerd.io) must keep it: docker.io and
-# runc conflict with those packages. Any working docker and runc will do for the lab.
-command -v docker >/dev/null 2>&1 || pkgs+=(docker.io)
+# A host that already has a Docker engine (docker-ce + containerd.io) must keep it: docker.io
+# and runc conflict with those packages. Any working engine and runc will do for the lab.
+# Look for the daemon, not the CLI: some machines ship a docker client without an engine.
+command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
 command -v runc >/dev/null 2>&1 || pkgs+=(runc)
 case "$arch" in
   x86_64) pkgs+=(qemu-system-x86) ;;
