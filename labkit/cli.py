@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -41,7 +42,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         spec.id = args.name
     container = spawn.start(spec)
     if args.pid_file:
-        _write_atomically(args.pid_file, f"{container.pid}\n")
+        try:
+            _write_atomically(args.pid_file, f"{container.pid}\n")
+        except OSError as exc:
+            container.signal(signal.SIGKILL)  # nobody could find it: do not leave it running
+            container.wait()
+            raise LabkitError(
+                f"cannot write --pid-file {args.pid_file}: {exc.strerror}",
+                fix="pass a path in an existing, writable directory",
+            ) from exc
     code = container.wait()
     error = container.error
     if error:
@@ -196,6 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except LabkitError as exc:
         print(f"labkit: {exc}", file=sys.stderr)
+        return EXIT_LABKIT_ERROR
+    except OSError as exc:  # the host refused something: still one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"labkit: {exc.strerror or exc}{where} (fix: run as root; see labkit doctor)",
+            file=sys.stderr,
+        )
         return EXIT_LABKIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -290,7 +290,7 @@ def check_images() -> list[Check]:
 def check_leftovers() -> list[Check]:
     from labkit import reset
 
-    items = reset.plan()
+    items = [i for i in reset.plan() if not i.ref.get("in_use")]
     if not items:
         return [_ok("leftovers", "none from earlier runs")]
     kinds = sorted({i.kind for i in items})

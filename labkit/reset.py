@@ -26,7 +26,6 @@ from labkit.errors import LabkitError
 from labkit.runtime import state
 
 #: Where the runtime records each container it starts: <RUN_DIR>/containers/<id>.json
-CONTAINERS_SUBDIR = "containers"
 
 
 @dataclass
@@ -78,13 +77,14 @@ def find_containers() -> list[Leftover]:
         argv = " ".join(map(str, data.get("argv") or []))
         alive = state.process_start_time(pid) == start and _proc_state(pid) not in (None, "Z")
         if alive:
-            detail = f"pid {pid} running: {argv}".rstrip(": ")
+            in_use = state.is_supervised(data)
+            detail = f"pid {pid} running{' (its supervisor is alive)' if in_use else ''}: {argv}"
             out.append(
                 Leftover(
                     "container",
                     rec.stem,
-                    detail,
-                    {"record": str(rec), "pid": pid, "start_time": start},
+                    detail.rstrip(": "),
+                    {"record": str(rec), "pid": pid, "start_time": start, "in_use": in_use},
                 )
             )
         else:
@@ -182,25 +182,20 @@ def find_image_tmp() -> list[Leftover]:
 
 
 def find_run_files() -> list[Leftover]:
-    """Anything else under RUN_DIR (per-container scratch, pid files)."""
-    out = []
-    if not paths.RUN_DIR.is_dir():
-        return out
-    for p in sorted(paths.RUN_DIR.iterdir()):
-        if p.name == CONTAINERS_SUBDIR and p.is_dir():
-            out += [
-                Leftover(
-                    "run-file",
-                    str(q.relative_to(paths.RUN_DIR)),
-                    "runtime file",
-                    {"path": str(q)},
-                )
-                for q in sorted(p.iterdir())
-                if q.suffix not in (".json", ".tmp")
-            ]
-            continue
-        out.append(Leftover("run-file", p.name, "runtime file", {"path": str(p)}))
-    return out
+    """Stray files among the container records (a record's own *.tmp is a record).
+
+    Only what the runtime writes there counts: other files under RUN_DIR (JupyterLab's pid
+    file, the cgroup-v2 harness's results, a test session's private dirs) belong to
+    processes that may still be using them.
+    """
+    cdir = state.containers_dir()
+    if not cdir.is_dir():
+        return []
+    return [
+        Leftover("run-file", str(q.relative_to(paths.RUN_DIR)), "runtime file", {"path": str(q)})
+        for q in sorted(cdir.iterdir())
+        if q.suffix not in (".json", ".tmp")
+    ]
 
 
 def remove_path(item: Leftover) -> None:
@@ -315,7 +310,11 @@ def main(dry_run: bool = False, images: bool = False) -> int:
         print(f"labkit: could not remove {item.kind} {item.name}: {exc}", file=sys.stderr)
     # Mounts are re-read: a detach can expose one stacked below it.
     if not failures and find_mounts():
-        failures = apply(find_mounts())
+        again = find_mounts()
+        items += again
+        failures = apply(again)
+        for item, exc in failures:
+            print(f"labkit: could not remove {item.kind} {item.name}: {exc}", file=sys.stderr)
     print(f"removed {len(items) - len(failures)} of {len(items)} leftovers")
     return 1 if failures else 0
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, proc_status, wait_until
+from conftest import PYTHON, REPO, container_records, proc_status, wait_until
 
 from labkit.kernel import namespaces
 from labkit.runtime.spec import USERNS_HOST_BASE
@@ -361,3 +361,29 @@ def test_a_too_long_hostname_is_refused_by_validate(busybox_rootfs: Path) -> Non
     spec = ContainerSpec(rootfs=str(busybox_rootfs), argv=["true"], hostname="h" * 65)
     with pytest.raises(LabkitError):
         spec.validate()
+
+
+def test_the_command_starts_with_default_signal_dispositions(lab) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; an exec'd command must not inherit that."""
+    done = lab.sh("grep SigIgn /proc/self/status; yes | head -1")
+    assert done.stdout.split() == ["SigIgn:", "0000000000000000", "y"], done.stdout
+    assert "Broken pipe" not in done.stderr
+
+
+def test_an_unwritable_pid_file_stops_the_container_and_says_why(lab) -> None:
+    before = container_records()
+    done = lab.run("sleep", "30", opts=("--pid-file", "/labkit-no-such-dir/pid"))
+    assert done.returncode == 125
+    line = _one_error_line(done.stderr)
+    assert "--pid-file /labkit-no-such-dir/pid" in line and "(fix: " in line
+    assert container_records() == before
+
+
+def test_a_running_container_is_in_use_not_a_leftover(lab) -> None:
+    from labkit import doctor, reset
+
+    with lab.background("sleep", "1000") as bg:
+        mine = [i for i in reset.plan() if i.ref.get("pid") == bg.pid]
+        assert len(mine) == 1 and mine[0].ref["in_use"], mine
+        leftovers = [c for c in doctor.check_leftovers() if c.status != "ok"]
+        assert not any(str(bg.pid) in c.detail for c in leftovers)

@@ -79,8 +79,10 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     # (c) an interrupted image build; and a finished image, which is data and must stay
     (state / "images" / ".tmp-busybox-424242" / "rootfs").mkdir(parents=True)
     (state / "images" / "busybox" / "rootfs").mkdir(parents=True)
-    # (d) other runtime files
-    (run / "c1" / "pidfile").write_text("1\n")
+    # (d) a stray file among the records goes; a file under RUN_DIR that belongs to another
+    #     labkit process (JupyterLab's pid file, the VM harness's results) stays
+    (run / "containers" / "stray.sock").write_text("")
+    (run / "jupyter.pid").write_text("1\n")
 
     kinds = {(i.kind, i.name) for i in reset.plan()}
     assert ("container", "live") in kinds
@@ -104,7 +106,8 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     assert _mounted(outside), "a mount outside labkit's dirs was touched"
     assert not (state / "images" / ".tmp-busybox-424242").exists()
     assert (state / "images" / "busybox" / "rootfs").is_dir(), "images are data: kept"
-    assert run.is_dir() and [p.name for p in run.iterdir()] in ([], ["containers"])
+    assert not (run / "containers" / "stray.sock").exists()
+    assert (run / "jupyter.pid").exists(), "a file reset does not own was removed"
     assert reset.plan() == []
 
 

@@ -152,9 +152,11 @@ def enter(pid: int, kinds: Iterable[str]) -> None:
     Only for a single-threaded process.
     """
     order = sorted(set(kinds), key=lambda k: (k != "user", k))
-    fds = [(k, os.open(f"/proc/{pid}/ns/{k}", os.O_RDONLY | os.O_CLOEXEC)) for k in order]
+    fds: list[tuple[str, int]] = []
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        for kind in order:
+            fds.append((kind, os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)))
         for kind, fd in fds:
             syscalls.setns(fd, KINDS[kind].flag)
         if "mnt" in order:

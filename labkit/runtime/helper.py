@@ -123,7 +123,8 @@ def _started(spec: ContainerSpec, report: Reporter, pid: int, forker: int) -> No
     """Record the container *before* telling the supervisor, so that even a supervisor
     killed at this very moment leaves a record that ``labkit reset`` can act on."""
     try:
-        state.write_record(spec.id, pid, spec.argv, spec.rootfs)
+        # Our parent is the supervisor: it forked or spawned this helper.
+        state.write_record(spec.id, pid, spec.argv, spec.rootfs, supervisor=os.getppid())
     except OSError as exc:  # the container runs regardless; say so rather than orphan it
         report.send("warning", message=f"could not record the container: {exc}")
     report.send("started", pid=pid, forker=forker)
@@ -207,9 +208,11 @@ def _become_container(spec: ContainerSpec, report: Reporter) -> None:
         os.chdir(spec.workdir)
     except OSError as exc:
         report.fail(stage, exc)
-    # The supervisor blocked these signals so that creation cannot be cut in half; the
-    # command gets a clean slate (exec resets handlers, not the mask).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # The command gets a clean slate. exec resets handlers but keeps the mask (the
+    # supervisor blocked signals so creation cannot be cut in half) and keeps *ignored*
+    # signals ignored: Python ignores SIGPIPE and SIGXFSZ, so `yes | head` would misbehave.
+    for signum in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     try:
         os.execvpe(spec.argv[0], spec.argv, spec.environment())

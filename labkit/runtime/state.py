@@ -29,17 +29,25 @@ def process_start_time(pid: int) -> int | None:
     return int(raw[raw.rindex(")") + 2 :].split()[19])
 
 
-def write_record(container_id: str, pid: int, argv: list[str], rootfs: str) -> Path:
-    """Record a started container; written atomically so a crash never leaves half a file."""
+def write_record(
+    container_id: str, pid: int, argv: list[str], rootfs: str, supervisor: int | None = None
+) -> Path:
+    """Record a started container; written atomically so a crash never leaves half a file.
+
+    ``supervisor`` is the process that will reap it: while that one lives, the container
+    is in use, not a leftover.
+    """
     directory = containers_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    record = {
+    record: dict = {
         "id": container_id,
         "pid": pid,
         "start_time": process_start_time(pid),
         "argv": argv,
         "rootfs": rootfs,
     }
+    if supervisor is not None:
+        record["supervisor"] = {"pid": supervisor, "start_time": process_start_time(supervisor)}
     path = directory / f"{container_id}.json"
     tmp = directory / f"{container_id}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record))
@@ -67,4 +75,11 @@ def list_records() -> list[dict]:
 
 def is_alive(record: dict) -> bool:
     """True if the recorded process still runs (same PID *and* same start time)."""
-    return process_start_time(record["pid"]) == record.get("start_time")
+    start = record.get("start_time")
+    return start is not None and process_start_time(record["pid"]) == start
+
+
+def is_supervised(record: dict) -> bool:
+    """True if the container's supervisor still runs: then it is in use, not left over."""
+    supervisor = record.get("supervisor")
+    return bool(supervisor) and is_alive(supervisor)
