@@ -13,6 +13,12 @@ from labkit.errors import LabkitError
 
 EXIT_LABKIT_ERROR = 125  # what `docker run` returns when the runtime itself failed
 
+# Kept in step with labkit.kernel.namespaces and labkit.runtime.spec (tests/test_cli.py checks)
+# rather than imported: building the parser must stay cheap for every command.
+KIND_NAMES = ("uts", "pid", "mnt", "ipc", "net", "cgroup", "user")
+DEFAULT_NAMESPACES = "uts,pid,mnt,ipc,net,cgroup"
+ISOLATIONS = ("pivot_root", "chroot")
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from labkit.kernel.namespaces import parse_kinds
@@ -151,14 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--rootfs", help="a directory to use as the root filesystem")
     run.add_argument(
         "--ns",
-        default="uts,pid,mnt,ipc,net,cgroup",
+        default=DEFAULT_NAMESPACES,
         metavar="KINDS",
-        help="namespaces to create: uts,pid,mnt,ipc,net,cgroup,user, or none "
-        "(default: uts,pid,mnt,ipc,net,cgroup, as Docker)",
+        help=f"namespaces to create: {','.join(KIND_NAMES)}, or none "
+        f"(default: {DEFAULT_NAMESPACES}, as Docker)",
     )
     run.add_argument(
         "--isolation",
-        choices=("pivot_root", "chroot"),
+        choices=ISOLATIONS,
         default="pivot_root",
         help="how the rootfs becomes / (default: pivot_root)",
     )

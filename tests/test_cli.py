@@ -387,3 +387,14 @@ def test_a_running_container_is_in_use_not_a_leftover(lab) -> None:
         assert len(mine) == 1 and mine[0].ref["in_use"], mine
         leftovers = [c for c in doctor.check_leftovers() if c.status != "ok"]
         assert not any(str(bg.pid) in c.detail for c in leftovers)
+
+
+def test_the_parser_constants_match_the_runtime() -> None:
+    """cli.py spells them out to stay cheap to import; they must not drift."""
+    from labkit import cli
+    from labkit.kernel.namespaces import DOCKER_DEFAULT, KINDS, parse_kinds
+    from labkit.runtime import spec
+
+    assert set(cli.KIND_NAMES) == set(KINDS)
+    assert parse_kinds(cli.DEFAULT_NAMESPACES) == DOCKER_DEFAULT
+    assert cli.ISOLATIONS == spec.ISOLATIONS

@@ -94,7 +94,7 @@ def _invalid_specs() -> list:
         pytest.param(
             dict(rootfs="/nonexistent/labkit-rootfs"),
             ("does not exist",),
-            ("labkit images build",),
+            ("--rootfs", "labkit images ls"),
             id="missing-rootfs",
         ),
         pytest.param(dict(rootfs="/"), ("host's own /",), ("rootfs",), id="rootfs-is-slash"),

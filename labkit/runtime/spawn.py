@@ -54,10 +54,10 @@ class Container:
         """Reap the container and return its exit code; forget its record."""
         try:
             if self._popen is not None:  # our direct child: let Popen reap it
-                code = self._popen.wait()
-                return 128 - code if code < 0 else code
-            _, status = os.waitpid(self.pid, 0)
-            return exit_code(status)
+                returncode = self._popen.wait()
+            else:
+                returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            return 128 - returncode if returncode < 0 else returncode
         finally:
             state.remove_record(self.spec.id)
 
@@ -106,9 +106,7 @@ class _ForkedHelper:
 
     def wait(self) -> int:
         if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            self.returncode = code
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         return self.returncode
 
 

@@ -109,7 +109,8 @@ class ContainerSpec:
         if not root.is_dir():
             raise LabkitError(
                 f"rootfs {self.rootfs} does not exist or is not a directory",
-                fix="build an image with: labkit images build busybox",
+                fix="pass an existing directory to --rootfs, or use --image NAME "
+                "(see: labkit images ls)",
             )
         if root.resolve() == Path("/"):
             raise LabkitError("the rootfs is the host's own /", fix="pass an image's rootfs")
