@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-NS_KINDS = ("uts", "pid", "mnt", "ipc", "net", "user", "cgroup")
+from labkit.kernel.mounts import read_mountinfo
+from labkit.kernel.namespaces import KINDS
+from labkit.kernel.syscalls import PIVOT_ROOT_SYSCALL
 
 
 @dataclass
@@ -68,11 +70,6 @@ def check_root() -> list[Check]:
 
 
 def check_platform() -> list[Check]:
-    try:
-        from labkit.kernel.syscalls import PIVOT_ROOT_SYSCALL
-    except (ImportError, OSError):  # no libc to load: not Linux
-        PIVOT_ROOT_SYSCALL = {"x86_64": 155, "aarch64": 41}  # noqa: N806
-
     out = []
     system = platform.system()
     if system == "Linux":
@@ -120,7 +117,7 @@ def check_namespaces() -> list[Check]:
         if Path("/proc/self/ns").is_dir()
         else set()
     )
-    missing = [k for k in NS_KINDS if k not in present]
+    missing = [k for k in KINDS if k not in present]
     out = []
     if missing:
         out.append(
@@ -132,7 +129,7 @@ def check_namespaces() -> list[Check]:
             )
         )
     else:
-        out.append(_ok("namespaces", " ".join(NS_KINDS)))
+        out.append(_ok("namespaces", " ".join(KINDS)))
     raw = _read("/proc/sys/user/max_user_namespaces").strip()
     if raw and int(raw) > 0:
         out.append(_ok("user namespaces", f"enabled (max_user_namespaces={raw})"))
@@ -162,24 +159,14 @@ def check_overlay() -> list[Check]:
     ]
 
 
-def _mounts() -> list[tuple[str, str, str]]:
-    """(mount point, fstype, super options) from /proc/self/mountinfo."""
-    out = []
-    for line in _read("/proc/self/mountinfo").splitlines():
-        f = line.split()
-        sep = f.index("-")
-        out.append((f[4], f[sep + 1], f[sep + 3] if len(f) > sep + 3 else ""))
-    return out
-
-
 def cgroup_layout() -> tuple[str, str, list[str], list[str]]:
     """(layout, v2 mount point, v2 controllers, v1 hierarchies) of this host.
 
     ``layout`` is "v2 (unified)", "hybrid (v1 + empty v2)", "hybrid (v1 + v2)", "v1" or "none".
     """
-    mounts = _mounts()
-    v2 = [m for m, fs, _ in mounts if fs == "cgroup2"]
-    v1 = [os.path.basename(m) for m, fs, _ in mounts if fs == "cgroup"]
+    mounts = read_mountinfo()
+    v2 = [m.target for m in mounts if m.fstype == "cgroup2"]
+    v1 = [os.path.basename(m.target) for m in mounts if m.fstype == "cgroup"]
     v2_mnt = "/sys/fs/cgroup" if "/sys/fs/cgroup" in v2 else (v2[0] if v2 else "")
     controllers = _read(f"{v2_mnt}/cgroup.controllers").split() if v2_mnt else []
     if v2 and not v1:
@@ -248,8 +235,10 @@ def check_docker() -> list[Check]:
                 "apt-get install docker.io",
             )
         ]
-    res = _run("docker", "version", "--format", "{{.Server.Version}}")
-    if res is None or res.returncode != 0:
+    from labkit.images.base import docker_server_version
+
+    version = docker_server_version()
+    if version is None:
         return [
             Check(
                 "docker",
@@ -258,16 +247,15 @@ def check_docker() -> list[Check]:
                 "start dockerd (systemctl start docker, or `dockerd &` as root)",
             )
         ]
-    out = [_ok("docker", f"daemon reachable (server {res.stdout.strip()})")]
+    out = [_ok("docker", f"daemon reachable (server {version})")]
     fwd = _run("iptables", "-S", "FORWARD")
     if fwd is not None and fwd.returncode == 0 and "-P FORWARD DROP" in fwd.stdout:
         out.append(
-            Check(
+            _ok(
                 "docker FORWARD policy",
-                "warn",
-                "Docker set the iptables FORWARD policy to DROP: routed container "
-                "traffic is dropped unless a rule accepts it",
-                "none now: labkit adds its own ACCEPT rules in the networking step",
+                "Docker set the iptables FORWARD policy to DROP: routed container traffic is "
+                "dropped unless a rule accepts it; labkit adds its own ACCEPT rules in the "
+                "networking step",
             )
         )
     return out

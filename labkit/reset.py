@@ -51,14 +51,6 @@ class Kind:
 # -- processes --------------------------------------------------------------------------------
 
 
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[0]
-
-
 def find_containers() -> list[Leftover]:
     """Container records; a live one (same pid *and* start time) gets its process killed."""
     out = []
@@ -75,8 +67,7 @@ def find_containers() -> list[Leftover]:
             out.append(Leftover("record", rec.stem, "unreadable record", {"record": str(rec)}))
             continue
         argv = " ".join(map(str, data.get("argv") or []))
-        alive = state.process_start_time(pid) == start and _proc_state(pid) not in (None, "Z")
-        if alive:
+        if state.is_alive({"pid": pid, "start_time": start}):
             in_use = state.is_supervised(data)
             detail = f"pid {pid} running{' (its supervisor is alive)' if in_use else ''}: {argv}"
             out.append(
@@ -95,25 +86,17 @@ def find_containers() -> list[Leftover]:
 
 def remove_container(item: Leftover) -> None:
     """SIGKILL the recorded process if it is still the same one, then drop the record."""
-    pid, start = item.ref.get("pid"), item.ref.get("start_time")
-    if pid is not None and state.process_start_time(pid) == start:
+    pid = item.ref.get("pid")
+    if pid is not None and state.is_alive(item.ref):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _proc_state(pid) not in (None, "Z"):
+        while time.monotonic() < deadline and state.is_alive(item.ref):
             time.sleep(0.02)
     Path(item.ref["record"]).unlink(missing_ok=True)
 
 
 # -- mounts -----------------------------------------------------------------------------------
-
-
-def _labkit_roots() -> list[str]:
-    return [os.path.realpath(p) for p in (paths.STATE_DIR, paths.RUN_DIR)]
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def find_mounts() -> list[Leftover]:
@@ -122,19 +105,12 @@ def find_mounts() -> list[Leftover]:
     Deepest first, and for stacked mounts on one point newest first, so detaching them in
     list order never leaves a parent busy with a child.
     """
-    from labkit.images.base import unescape_mountinfo
+    from labkit.kernel.mounts import mount_rows_under
 
-    roots = _labkit_roots()
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        f = line.split()
-        target = unescape_mountinfo(f[4])
-        if _under(target, roots):
-            sep = f.index("-")
-            fstype, source = f[sep + 1], f[sep + 2]
-            found.append((target.count("/"), int(f[0]), target, f"{fstype} from {source}"))
-    found.sort(reverse=True)
-    return [Leftover("mount", t, d, {"target": t}) for _, _, t, d in found]
+    return [
+        Leftover("mount", m.target, f"{m.fstype} from {m.source}", {"target": m.target})
+        for m in mount_rows_under(paths.STATE_DIR, paths.RUN_DIR)
+    ]
 
 
 def remove_mount(item: Leftover) -> None:
@@ -147,37 +123,13 @@ def remove_mount(item: Leftover) -> None:
 # -- files ------------------------------------------------------------------------------------
 
 
-def _build_in_progress(tmp: Path) -> bool:
-    """True if an image build holds the lock for this .tmp-<name>-<pid> dir right now."""
-    import fcntl
-    import re
-
-    from labkit.images.base import KNOWN
-
-    for name in KNOWN:
-        if re.fullmatch(rf"\.tmp-(old-)?{name}-\d+", tmp.name):
-            lock = paths.IMAGES_DIR / f".lock-{name}"
-            if not lock.exists():
-                return False
-            with open(lock) as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return True
-                fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
 def find_image_tmp() -> list[Leftover]:
     """Half-built images (.tmp-*) from interrupted builds; a build running now is skipped."""
-    from labkit.images.base import TMP_PREFIX
+    from labkit.images.base import stale_builds
 
-    if not paths.IMAGES_DIR.is_dir():
-        return []
     return [
         Leftover("image-tmp", p.name, "interrupted image build", {"path": str(p)})
-        for p in sorted(paths.IMAGES_DIR.glob(TMP_PREFIX + "*"))
-        if not _build_in_progress(p)
+        for p in stale_builds()
     ]
 
 
@@ -200,7 +152,7 @@ def find_run_files() -> list[Leftover]:
 
 def remove_path(item: Leftover) -> None:
     """Delete a file or tree, detaching mounts under it first (never rmtree into /proc)."""
-    from labkit.images.base import remove_tree
+    from labkit.kernel.mounts import remove_tree
 
     remove_tree(Path(item.ref["path"]))
 
@@ -210,12 +162,14 @@ def remove_path(item: Leftover) -> None:
 
 def find_images() -> list[Leftover]:
     """Built images and build logs under IMAGES_DIR."""
+    from labkit.images.base import TMP_PREFIX
+
     if not paths.IMAGES_DIR.is_dir():
         return []
     return [
         Leftover("image", p.name, "base image (data)", {"path": str(p)})
         for p in sorted(paths.IMAGES_DIR.iterdir())
-        if not p.name.startswith(".tmp-")
+        if not p.name.startswith(TMP_PREFIX)
     ]
 
 

@@ -28,6 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from labkit import paths
+from labkit.kernel.mounts import mount_rows_under
+from labkit.runtime import state
+
 # tests/in_vm runs only inside the cgroup-v2 VM started by tests/vm/run_in_cgroup2.py;
 # tests/vm holds that launcher script, not tests.
 collect_ignore = ["in_vm"]
@@ -35,8 +39,6 @@ collect_ignore += ["vm"]
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-LABKIT_DIRS = ("/var/lib/labkit", "/run/labkit")
-RECORDS_DIR = Path("/run/labkit/containers")
 
 #: Every process this session starts inherits this variable, so a leftover can be told
 #: apart from what teammates or notebooks run on the same host at the same time.
@@ -168,14 +170,14 @@ class Lab:
             stderr=subprocess.PIPE,
             text=True,
         )
+        pid = None
         try:
             pid = _wait_for_pid_file(pid_file, proc)
             yield Background(proc, pid, pid_file)
         finally:
             if proc.poll() is None:
-                with contextlib.suppress(NameError):
-                    if proc_status(pid).get("PPid") == str(proc.pid):
-                        os.kill(pid, signal.SIGKILL)
+                if pid is not None and proc_status(pid).get("PPid") == str(proc.pid):
+                    os.kill(pid, signal.SIGKILL)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
@@ -266,21 +268,6 @@ def needs_root() -> None:
 # -- leak check -------------------------------------------------------------------------------
 
 
-def _unescape(field: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def _labkit_dirs() -> tuple[str, ...]:
-    dirs = set(LABKIT_DIRS)
-    with contextlib.suppress(Exception):
-        from labkit import paths
-
-        dirs |= {str(paths.STATE_DIR), str(paths.RUN_DIR)}
-    return tuple(sorted(dirs))
-
-
 #: An image build's scratch dir: IMAGES_DIR/.tmp-<name>-<pid> (see labkit.images.base).
 _BUILD_DIR = re.compile(r"/\.tmp-(?:old-)?[\w.-]+?-(\d+)(?:/|$)")
 
@@ -303,28 +290,21 @@ def labkit_mounts() -> set[str]:
     Mounts of an image build that someone else is running right now (a teammate, a
     notebook) are not ours and are skipped.
     """
-    found = set()
-    dirs = _labkit_dirs()
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        source, target, fstype = line.split()[:3]
-        target = _unescape(target)
-        ours = any(target == d or target.startswith(d + "/") for d in dirs)
-        if ours and not _foreign_build(target):
-            found.add(f"{fstype} {source} on {target}")
-    return found
+    return {
+        f"{m.fstype} {m.source} on {m.target}"
+        for m in mount_rows_under(paths.STATE_DIR, paths.RUN_DIR)
+        if not _foreign_build(m.target)
+    }
 
 
 def container_records() -> set[str]:
-    return {p.name for p in RECORDS_DIR.glob("*.json")} if RECORDS_DIR.is_dir() else set()
+    records = state.containers_dir()
+    return {p.name for p in records.glob("*.json")} if records.is_dir() else set()
 
 
 def _rootfs_ids() -> set[tuple[int, int]]:
     ids = set()
-    candidates = set(_ROOTFS_SEEN)
-    with contextlib.suppress(Exception):
-        from labkit import paths
-
-        candidates |= set(paths.IMAGES_DIR.glob("*/rootfs"))
+    candidates = set(_ROOTFS_SEEN) | set(paths.IMAGES_DIR.glob("*/rootfs"))
     for root in candidates:
         with contextlib.suppress(OSError):
             st = os.stat(root)
@@ -343,9 +323,10 @@ def session_processes() -> set[str]:
         try:
             environ = (entry / "environ").read_bytes()
             st = os.stat(entry / "root")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except (OSError, UnicodeDecodeError):
+            raw_cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
             continue  # gone meanwhile, a kernel thread, or a zombie
+        cmdline = raw_cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
         marked = f"LABKIT_TEST_SESSION={SESSION_MARK}".encode() in environ.split(b"\0")
         if marked or (st.st_dev, st.st_ino) in roots:
             found.add(f"{entry.name} {cmdline}")

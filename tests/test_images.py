@@ -19,7 +19,7 @@ import pytest
 from labkit import paths
 from labkit.errors import LabkitError
 from labkit.images import base
-from labkit.kernel import syscalls
+from labkit.kernel import mounts, syscalls
 
 REAL_IMAGES_DIR = paths.IMAGES_DIR
 
@@ -30,7 +30,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(paths, "STATE_DIR", tmp_path / "state")
     monkeypatch.setattr(paths, "IMAGES_DIR", tmp_path / "state" / "images")
     yield paths.IMAGES_DIR
-    for mnt in sorted(base.mounts_under(tmp_path), key=len, reverse=True):
+    for mnt in mounts.mounts_under(tmp_path):
         syscalls.umount_detach(mnt)
 
 
@@ -134,9 +134,38 @@ def test_remove_tree_detaches_mounts_first(tmp_path: Path) -> None:
     (victim / "mnt").mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "lk-test", str(victim / "mnt")], check=True)
     (victim / "mnt" / "file").write_text("x")
-    base.remove_tree(victim)
+    mounts.remove_tree(victim)
     assert not victim.exists()
-    assert not base.mounts_under(tmp_path)
+    assert not mounts.mounts_under(tmp_path)
+
+
+def test_mountinfo_parsing() -> None:
+    text = (
+        "22 1 0:21 / / rw shared:1 - ext4 /dev/sda1 rw\n"
+        "23 22 0:22 / /a\\040b rw master:3 unbindable - tmpfs my\\040src rw,size=4k\n"
+        "24 22 0:22 / /a\\040b rw - proc proc rw\n"
+        "garbage\n"
+    )
+    root, spaced, on_top = mounts.parse_mountinfo(text)
+    assert (root.target, root.fstype, root.source, root.propagation) == (
+        "/", "ext4", "/dev/sda1", "shared"
+    )  # fmt: skip
+    assert (spaced.target, spaced.source, spaced.super_options) == ("/a b", "my src", "rw,size=4k")
+    assert spaced.propagation == "private,slave,unbindable"
+    assert on_top.propagation == "private" and on_top.mount_id == 24
+
+
+def test_stale_builds_skips_a_build_in_progress(state: Path) -> None:
+    import fcntl
+
+    state.mkdir(parents=True)
+    dead, busy = state / ".tmp-busybox-1", state / ".tmp-debian-2"
+    dead.mkdir()
+    busy.mkdir()
+    with open(state / ".lock-debian", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert base.stale_builds() == [dead]
+    assert base.stale_builds() == [dead, busy]
 
 
 def test_host_mirror_is_a_debian_url() -> None:

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from labkit import paths, reset
-from labkit.images import base
-from labkit.kernel import syscalls
+from labkit.kernel import mounts, syscalls
 from labkit.runtime.state import process_start_time
 
 
 def _mounted(path: Path) -> bool:
-    return str(path) in base.mounts_under(path)
+    return str(path) in mounts.mounts_under(path)
 
 
 def _mount_tmpfs(path: Path) -> None:
@@ -43,9 +42,9 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         p.kill()
         p.wait()
     for root in (run, tmp_path):
-        for mnt in sorted(base.mounts_under(root), key=len, reverse=True):
+        for mnt in mounts.mounts_under(root):
             syscalls.umount_detach(mnt)
-    base.remove_tree(run)
+    mounts.remove_tree(run)
 
 
 def _record(run: Path, cid: str, pid: int, start_time: int, argv: list[str]) -> Path:
@@ -91,8 +90,8 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     assert ("mount", str(outside)) not in kinds
     assert ("image-tmp", ".tmp-busybox-424242") in kinds
     assert not any(k == "image" for k, _ in kinds)
-    mounts = [i.name for i in reset.plan() if i.kind == "mount"]
-    assert mounts.index(str(inner / "proc")) < mounts.index(str(inner)), "deepest first"
+    planned = [i.name for i in reset.plan() if i.kind == "mount"]
+    assert planned.index(str(inner / "proc")) < planned.index(str(inner)), "deepest first"
 
     assert reset.main(dry_run=True) == 0
     assert victim.poll() is None and _mounted(inner) and live.exists()
@@ -102,7 +101,7 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     assert bystander.poll() is None, "an unrecorded / reused-pid process was killed"
     for rec in (live, gone, reused):
         assert not rec.exists()
-    assert not base.mounts_under(run) and not base.mounts_under(state)
+    assert not mounts.mounts_under(run) and not mounts.mounts_under(state)
     assert _mounted(outside), "a mount outside labkit's dirs was touched"
     assert not (state / "images" / ".tmp-busybox-424242").exists()
     assert (state / "images" / "busybox" / "rootfs").is_dir(), "images are data: kept"

@@ -218,6 +218,18 @@ def test_records_round_trip(run_dir: Path) -> None:
     assert state.list_records() == []
 
 
+def test_a_zombie_is_not_alive() -> None:
+    child = subprocess.Popen(["true"])
+    try:
+        record = {"pid": child.pid, "start_time": state.process_start_time(child.pid)}
+        assert wait_until(lambda: (state.stat_fields(child.pid) or ["Z"])[0] == "Z")
+        assert state.process_start_time(child.pid) == record["start_time"]  # not reaped yet
+        assert not state.is_alive(record)
+    finally:
+        child.wait()
+    assert state.stat_fields(child.pid) is None
+
+
 def test_list_records_without_a_dir(run_dir: Path) -> None:
     assert state.list_records() == []
 

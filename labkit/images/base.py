@@ -21,7 +21,7 @@ from typing import IO
 
 from labkit import paths
 from labkit.errors import LabkitError
-from labkit.kernel.syscalls import umount_detach
+from labkit.kernel.mounts import remove_tree
 
 KNOWN = ("busybox", "debian")
 SUITE = "bookworm"
@@ -52,7 +52,7 @@ def build(name: str, force: bool = False) -> Path:
 
     _check_name(name)
     paths.IMAGES_DIR.mkdir(parents=True, exist_ok=True)
-    with open(paths.IMAGES_DIR / f".lock-{name}", "w") as lock:
+    with open(_lock_path(name), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         final = image_dir(name)
         if not force and _read_meta(final) is not None:
@@ -119,13 +119,7 @@ def docker_import(name: str) -> str:
     message = f"labkit {name} {created}"
     if shutil.which("docker") is None:
         raise LabkitError("the docker CLI is not installed", fix="apt-get install docker.io")
-    ping = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if ping.returncode != 0:
+    if not docker_reachable():
         raise LabkitError(
             "the Docker daemon is not reachable",
             fix="start dockerd (systemctl start docker, or run `dockerd &` as root)",
@@ -173,25 +167,53 @@ def docker_import(name: str) -> str:
     return tag
 
 
-def remove_tree(path: Path) -> None:
-    """Delete ``path`` safely: detach any mount below it first, so rmtree never walks into
-    a mounted /proc or a bind mount of host files (debootstrap mounts /proc and /sys)."""
-    import shutil
+def docker_server_version() -> str | None:
+    """The Docker daemon's version, or None if the CLI is missing or no daemon answers."""
+    import subprocess
 
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return
-    for mnt in sorted(mounts_under(path), key=len, reverse=True):
-        umount_detach(mnt)
-    if mounts_under(path):
-        raise LabkitError(
-            f"refusing to delete {path}: something is still mounted below it",
-            fix=f"unmount it (grep {path} /proc/self/mountinfo), then run: labkit reset",
+    try:
+        res = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def docker_reachable() -> bool:
+    """True if a Docker daemon answers the docker CLI."""
+    return docker_server_version() is not None
+
+
+def stale_builds() -> list[Path]:
+    """Temp dirs of image builds (``.tmp-*`` in IMAGES_DIR) that no build is working in now:
+    left by a build that crashed or was killed. A build in progress holds its image's lock."""
+    if not paths.IMAGES_DIR.is_dir():
+        return []
+    return [p for p in sorted(paths.IMAGES_DIR.glob(TMP_PREFIX + "*")) if not _build_running(p)]
+
+
+def dir_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Apparent size in bytes and number of non-directory entries under ``path``.
+
+    Apparent size (``st_size``), not disk blocks, because that is what an image archive
+    carries. A hard-linked file is counted once, as tar would store it once.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = files = 0
+    for root, dirs, names in os.walk(path):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            st = os.lstat(os.path.join(root, name))
+            files += 1
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total, files
 
 
 # -- busybox ---------------------------------------------------------------------------------
@@ -486,7 +508,7 @@ def _read_meta(d: Path) -> dict | None:
 def _write_meta(d: Path, name: str, source: str) -> None:
     from datetime import UTC, datetime
 
-    size, files = _tree_usage(d / "rootfs")
+    size, files = dir_size(d / "rootfs")
     meta = {
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -497,20 +519,6 @@ def _write_meta(d: Path, name: str, source: str) -> None:
     tmp = d / (META + ".part")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, d / META)
-
-
-def _tree_usage(root: Path) -> tuple[int, int]:
-    """(apparent bytes of regular files, counting hard links once; non-directory entries)."""
-    seen: set[int] = set()
-    size = files = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for fname in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            st = os.lstat(os.path.join(dirpath, fname))
-            files += 1
-            if st.st_ino not in seen and (st.st_mode & 0o170000) == 0o100000:
-                seen.add(st.st_ino)
-                size += st.st_size
-    return size, files
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
@@ -525,27 +533,30 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
         remove_tree(old)
 
 
+def _lock_path(name: str) -> Path:
+    return paths.IMAGES_DIR / f".lock-{name}"
+
+
+def _build_running(tmp: Path) -> bool:
+    """True if an image build holds the lock for this .tmp-[old-]<name>-<pid> dir right now."""
+    import fcntl
+    import re
+
+    for name in KNOWN:
+        if re.fullmatch(rf"{re.escape(TMP_PREFIX)}(old-)?{name}-\d+", tmp.name):
+            lock = _lock_path(name)
+            if not lock.exists():
+                return False
+            with open(lock) as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 def _remove_stale_tmp(name: str) -> None:
     for pattern in (f"{TMP_PREFIX}{name}-*", f"{TMP_PREFIX}old-{name}-*"):
         for p in paths.IMAGES_DIR.glob(pattern):
             remove_tree(p)
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in our mount namespace (from /proc/self/mountinfo)."""
-    root = os.path.realpath(path)
-    out = []
-    for line in _read_lines(Path("/proc/self/mountinfo")):
-        fields = line.split()
-        if len(fields) > 4:
-            mnt = unescape_mountinfo(fields[4])
-            if mnt == root or mnt.startswith(root.rstrip("/") + "/"):
-                out.append(mnt)
-    return out
-
-
-def unescape_mountinfo(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from labkit.kernel.mounts import parse_mountinfo
 from labkit.kernel.namespaces import KINDS
 
 #: The time namespace is not one of the seven kinds labkit makes, but newer runtimes may
@@ -143,21 +144,26 @@ def plot_namespace_grid(table: Sequence[Mapping[str, Any]], title: str = "") -> 
     return fig
 
 
-def docker_container_pid(name: str) -> int:
-    """The host PID of a running Docker container's first process.
-
-    ``docker top`` and ``docker exec`` hide it, but it is the handle that lets us read the
-    container's /proc/PID/ns links exactly as we read a labkit container's.
-    """
+def _docker_inspect(name: str, template: str) -> str:
+    """``docker inspect -f TEMPLATE NAME``, stripped; RuntimeError if Docker says no."""
     out = subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.Pid}}", name],
+        ["docker", "inspect", "-f", template, name],
         capture_output=True,
         text=True,
         timeout=30,
     )
     if out.returncode != 0:
         raise RuntimeError(f"docker inspect {name}: {out.stderr.strip()}")
-    pid = int(out.stdout.strip())
+    return out.stdout.strip()
+
+
+def docker_container_pid(name: str) -> int:
+    """The host PID of a running Docker container's first process.
+
+    ``docker top`` and ``docker exec`` hide it, but it is the handle that lets us read the
+    container's /proc/PID/ns links exactly as we read a labkit container's.
+    """
+    pid = int(_docker_inspect(name, "{{.State.Pid}}"))
     if pid == 0:
         raise RuntimeError(f"docker container {name} is not running")
     return pid
@@ -169,15 +175,7 @@ def docker_cgroupns_mode(name: str) -> str:
     On cgroup v1 Docker shares the host's cgroup namespace, on v2 it makes a private one;
     an empty answer (very old Docker) means "host".
     """
-    out = subprocess.run(
-        ["docker", "inspect", "-f", "{{.HostConfig.CgroupnsMode}}", name],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"docker inspect {name}: {out.stderr.strip()}")
-    return out.stdout.strip() or "host"
+    return _docker_inspect(name, "{{.HostConfig.CgroupnsMode}}") or "host"
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
@@ -224,20 +222,10 @@ def propagation(mountinfo: str, target: str = "/") -> str:
     peer group N), ``master:N`` (a slave: events only flow in), ``unbindable``; no tag at
     all means private. The last mount on ``target`` is the one on top, so it wins.
     """
-    found = None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) < 7 or fields[4] != target:
-            continue
-        tags = {o.split(":")[0] for o in fields[6 : fields.index("-")]}
-        words = ["shared" if "shared" in tags else "private"]
-        words += [
-            w for w, tag in (("slave", "master"), ("unbindable", "unbindable")) if tag in tags
-        ]
-        found = ",".join(words)
-    if found is None:
+    on_target = [m for m in parse_mountinfo(mountinfo) if m.target == target]
+    if not on_target:
         raise ValueError(f"no mount at {target}")
-    return found
+    return on_target[-1].propagation
 
 
 def cgroup_paths(text: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labkit.errors import LabkitError
+from labkit.images.base import dir_size  # notebook 00 measures sizes as measure.dir_size
 
 #: What the tiny VM's /init prints, so we know the guest really ran our program.
 VM_MARKER = "labkit-vm: init ran"
@@ -38,25 +39,6 @@ _QEMU = {
 
 
 # -- sizes -----------------------------------------------------------------------------------
-
-
-def dir_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """Apparent size in bytes and number of non-directory entries under ``path``.
-
-    Apparent size (``st_size``), not disk blocks, because that is what an image archive
-    carries. A hard-linked file is counted once, as tar would store it once.
-    """
-    seen: set[tuple[int, int]] = set()
-    total = files = 0
-    for root, dirs, names in os.walk(path):
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            st = os.lstat(os.path.join(root, name))
-            files += 1
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total, files
 
 
 def _release_key(release: str) -> list[int]:

@@ -55,8 +55,9 @@ def show_source(obj: object) -> None:
 def background(*run_args: str, timeout: float = 20) -> Iterator[int]:
     """Start ``labkit run RUN_ARGS`` in the background and yield the container's host PID.
 
-    The CLI process is the container's supervisor; on exit we stop it (SIGTERM to the
-    container, then SIGKILL) and wait, so nothing outlives the cell.
+    The CLI process is the container's supervisor; on exit we SIGKILL the container (or
+    SIGTERM the CLI if it has not started one yet), wait for the CLI to exit, and SIGKILL it
+    if it has not within 10 s, so nothing outlives the cell.
     """
     with tempfile.TemporaryDirectory(prefix="labkit-nb-") as tmp:
         pid_file = Path(tmp) / "pid"
@@ -102,10 +103,9 @@ def _stop(proc: subprocess.Popen, pid_file: Path) -> None:
 
 def docker_available() -> bool:
     """True if a Docker daemon answers; notebooks assert this before comparing."""
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    from labkit.images.base import docker_reachable
+
+    return docker_reachable()
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

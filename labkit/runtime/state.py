@@ -19,14 +19,21 @@ def containers_dir() -> Path:
     return paths.RUN_DIR / "containers"
 
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: [0] is the state (field 3),
+    [19] the start time (field 22). None if there is no such process."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    return int(raw[raw.rindex(")") + 2 :].split()[19])
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def write_record(
@@ -74,9 +81,13 @@ def list_records() -> list[dict]:
 
 
 def is_alive(record: dict) -> bool:
-    """True if the recorded process still runs (same PID *and* same start time)."""
+    """True if the recorded process still runs (same PID *and* same start time, and not a
+    zombie: one that has exited but is not yet reaped)."""
     start = record.get("start_time")
-    return start is not None and process_start_time(record["pid"]) == start
+    if start is None:
+        return False
+    fields = stat_fields(record["pid"])
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == start
 
 
 def is_supervised(record: dict) -> bool:
