@@ -80,7 +80,7 @@ FIXES = {
 
 
 def _describe(stage: str, exc: BaseException) -> str:
-    """'<stage> failed: <why>: <path>' so the user sees what and where, not just an errno."""
+    """'<stage>: <why>: <path>' so the user sees what and where, not just an errno."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         text = exc.strerror if exc.strerror.startswith(stage) else f"{stage}: {exc.strerror}"
@@ -89,8 +89,13 @@ def _describe(stage: str, exc: BaseException) -> str:
 
 
 def main(argv: list[str]) -> None:
-    report = Reporter(int(argv[0]))
-    spec = ContainerSpec.from_json(argv[1])
+    """Entry point of a freshly started helper interpreter: ``REPORT_FD SPEC_JSON``."""
+    run(int(argv[0]), ContainerSpec.from_json(argv[1]))
+
+
+def run(report_fd: int, spec: ContainerSpec) -> None:
+    """Become the container described by ``spec``; never returns (exec or _exit)."""
+    report = Reporter(report_fd)
 
     def announce(pid: int) -> None:
         _started(spec, report, pid, forker=os.getpid())

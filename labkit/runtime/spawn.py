@@ -116,7 +116,7 @@ def _start_helper(report_fd: int, spec: ContainerSpec) -> subprocess.Popen | _Fo
     A single-threaded supervisor (the CLI) forks: the child is a single-threaded copy that
     already has labkit imported, which saves a whole interpreter start (~100 ms). A
     multithreaded one (a Jupyter kernel, a daemon) must not fork, so it starts a fresh
-    interpreter running the same ``helper.main``.
+    interpreter whose ``helper.main`` calls the same ``helper.run``.
     """
     if threading.active_count() == 1:
         from labkit.runtime import helper
@@ -124,9 +124,9 @@ def _start_helper(report_fd: int, spec: ContainerSpec) -> subprocess.Popen | _Fo
         pid = os.fork()
         if pid == 0:
             try:
-                helper.main([str(report_fd), spec.to_json()])
+                helper.run(report_fd, spec)
             finally:
-                os._exit(helper.EXIT_SETUP_FAILED)  # main() only returns by exec or _exit
+                os._exit(helper.EXIT_SETUP_FAILED)  # run() only ends by exec or _exit
         return _ForkedHelper(pid)
     return subprocess.Popen(_helper_command(report_fd, spec), pass_fds=(report_fd,))
 

@@ -1,9 +1,9 @@
 """Records of running containers, so nothing labkit started is ever lost track of.
 
-The supervisor writes one JSON file per container when it starts and removes it when it
-reaps the container. If the supervisor is killed, the record stays, and ``labkit reset``
-uses it to find (and kill) exactly that process: the start time from /proc/PID/stat
-guards against a recycled PID.
+The helper writes one JSON file per container before it reports the container started,
+and the supervisor removes it when it reaps the container. If the supervisor is killed,
+the record stays, and ``labkit reset`` uses it to find (and kill) exactly that process:
+the start time from /proc/PID/stat guards against a recycled PID.
 """
 
 from __future__ import annotations
