@@ -5,6 +5,11 @@ cgroups and processes outlive the Python object that made them. ``tests/run.sh``
 snapshot before the test suite and compares after it, so a leak fails the run even when every
 test passed. Nothing is ever changed or removed here; this only looks.
 
+What counts: anything named like labkit's; any process in a PID namespace other than ours (a
+container, whatever its command line says); Docker containers and their cgroups. What does
+not: state Docker creates once and keeps, such as the parent cgroup ``<hierarchy>/docker``
+it makes on its first container (cgroupfs driver) or ``system.slice/docker.service``.
+
     python tests/leakcheck.py                 # print the current snapshot
     python tests/leakcheck.py --save FILE     # write a baseline
     python tests/leakcheck.py --since FILE    # print what is new since FILE; exit 1 if anything
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +37,11 @@ PROCESS_WORDS = ("labkit", "nbval", "ipykernel")
 # cgroups systemd creates and removes by itself (logins, timers); not ours unless named so.
 SYSTEMD_SUBTREES = ("user.slice", "init.scope", "system.slice")
 CGROUP_DEPTH = 3
+# A Docker container's cgroup: <parent>/docker/<id> (cgroupfs driver), or
+# docker-<id>.scope (systemd driver). The parent "docker" itself is Docker's, and lasting.
+DOCKER_PARENT = "docker"
+CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+DOCKER_SCOPE = re.compile(r"docker-[0-9a-f]{64}\.scope")
 
 
 def _run(argv: list[str]) -> list[str]:
@@ -88,12 +99,22 @@ def _cgroup_roots() -> list[Path]:
     return sorted(p for p in base.iterdir() if (p / "cgroup.procs").exists() and not p.is_symlink())
 
 
-def _cgroup_is_noise(rel: Path) -> bool:
-    """systemd's own churn, unless the cgroup is labkit's or a container's."""
-    if not rel.parts or rel.parts[0] not in SYSTEMD_SUBTREES:
-        return False
-    name = str(rel)
-    return "labkit" not in name and "docker-" not in name
+def _is_docker_container(rel: Path) -> bool:
+    """A Docker container's cgroup (or one below it): always a leak once the run is over."""
+    parts = rel.parts
+    for i, part in enumerate(parts):
+        if DOCKER_SCOPE.fullmatch(part):
+            return True
+        if part == DOCKER_PARENT and i + 1 < len(parts) and CONTAINER_ID.fullmatch(parts[i + 1]):
+            return True
+    return False
+
+
+def _is_lasting_state(rel: Path) -> bool:
+    """Cgroups that are not a test's doing: systemd's churn, and what Docker creates once
+    (on its first container) and keeps, e.g. ``docker`` and ``system.slice/docker.service``.
+    Called only for cgroups that are neither labkit's nor a container's."""
+    return rel.parts[0] in SYSTEMD_SUBTREES or DOCKER_PARENT in rel.parts
 
 
 def _has_processes(cgroup: Path) -> bool:
@@ -110,23 +131,25 @@ def _has_processes(cgroup: Path) -> bool:
     return False
 
 
-def cgroups() -> Iterable[str]:
+def cgroups(roots: Iterable[Path] | None = None) -> Iterable[str]:
     """Cgroups that look like ours or like a container's, plus empty ones left behind.
 
     A cgroup named after neither, with live processes in it, belongs to whoever else is
-    using the machine (a login, a CI job), so it is not reported.
+    using the machine (a login, a CI job), so it is not reported; nor is Docker's and
+    systemd's lasting state. ``roots`` (default: every mounted hierarchy) lets a test point
+    the check at a subtree it made.
     """
     found = set()
-    for root in _cgroup_roots():
+    for root in _cgroup_roots() if roots is None else roots:
         for dirpath, dirnames, _ in os.walk(root):
             path = Path(dirpath)
             rel = path.relative_to(root)
             if len(rel.parts) >= CGROUP_DEPTH:
                 dirnames.clear()
-            if not rel.parts or _cgroup_is_noise(rel):
+            if not rel.parts:
                 continue
-            named = "labkit" in str(rel) or "docker" in str(rel)
-            if named or not _has_processes(path):
+            named = "labkit" in str(rel) or _is_docker_container(rel)
+            if named or not (_is_lasting_state(rel) or _has_processes(path)):
                 found.add(str(path))
     yield from sorted(found)
 
@@ -160,6 +183,45 @@ def processes() -> Iterable[str]:
             yield f"{entry.name} {cmdline}"
 
 
+def _start_time(pid: str) -> str:
+    """Field 22 of /proc/PID/stat: with the pid, it names one process even if pids recycle."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes()  # the name in it may be any bytes
+    return stat.rpartition(b")")[2].split()[19].decode()
+
+
+def pid_namespaces() -> Iterable[str]:
+    """Processes in a PID namespace other than ours: containers, whatever they are called.
+
+    The pid namespace, the pid and its start time say which process it is; the command name
+    after " comm=" is for the reader and not compared (a process may exec something else).
+    """
+    own = os.readlink("/proc/self/ns/pid")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(entry / "ns" / "pid")
+            start = _start_time(entry.name)
+            comm = " ".join((entry / "comm").read_bytes().decode(errors="replace").split())
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or a zombie (its namespaces are already released)
+        if ns != own:
+            yield f"{ns} pid={entry.name} start={start} comm={comm}"
+
+
+def labkit_state() -> Iterable[str]:
+    """labkit's own container records (STATE_DIR/containers/<id>/) and image build scratch:
+    a container that ended takes its record with it, and a finished build renames its own."""
+    state = Path(os.environ.get("LABKIT_STATE_DIR", "/var/lib/labkit"))
+    for directory in (state / "containers", state / "images"):
+        if directory.is_dir():
+            for entry in sorted(directory.iterdir()):
+                if directory.name == "containers" and not entry.name.startswith("."):
+                    yield f"record {entry.name}"
+                elif entry.name.startswith(".tmp-"):
+                    yield f"image build {entry.name}"
+
+
 def containers() -> Iterable[str]:
     """Docker containers, running or stopped: a comparison test must remove its own."""
     if shutil.which("docker") is None:
@@ -175,12 +237,38 @@ PROBES: dict[str, Callable[[], Iterable[str]]] = {
     "iptables": firewall,
     "cgroup": cgroups,
     "process": processes,
+    "pidns": pid_namespaces,
+    "labkit": labkit_state,
     "container": containers,
 }
 
 
 def snapshot() -> set[str]:
     return {f"{kind}: {item}" for kind, probe in PROBES.items() for item in probe()}
+
+
+def identity(line: str) -> str:
+    """The part of a snapshot line that says which object it is (what --since compares)."""
+    if line.startswith("pidns: "):
+        return line.partition(" comm=")[0]
+    return line
+
+
+def new_since(baseline: Iterable[str], now: Iterable[str]) -> set[str]:
+    """Lines of ``now`` whose object was not in ``baseline``."""
+    known = {identity(line) for line in baseline}
+    return {line for line in now if identity(line) not in known}
+
+
+def leftovers(baseline: Iterable[str], settle: float = 10.0) -> list[str]:
+    """What is new since ``baseline``, re-checked for up to ``settle`` seconds (processes and
+    kernel objects that are already on their way out take a moment)."""
+    deadline = time.monotonic() + settle
+    while True:
+        new = new_since(baseline, snapshot())
+        if not new or time.monotonic() >= deadline:
+            return sorted(new)
+        time.sleep(0.2)
 
 
 def _load(path: str) -> set[str]:
@@ -210,18 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         return 0
 
-    baseline = _load(args.since)
-    deadline = time.monotonic() + args.settle
-    while True:
-        new = snapshot() - baseline
-        if not new or time.monotonic() >= deadline:
-            break
-        time.sleep(1)
+    new = leftovers(_load(args.since), args.settle)
     if not new:
         print("leakcheck: nothing left behind")
         return 0
     print("leakcheck: these appeared during the run and are still there:")
-    for line in sorted(new):
+    for line in new:
         print(f"  {line}")
     return 1
 

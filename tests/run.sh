@@ -5,8 +5,9 @@
 #   sudo bash tests/run.sh tests/test_cli.py -x  # extra arguments go to pytest
 #
 # Tests run as root against the real kernel, so the run also checks that they left nothing
-# behind on the host: a snapshot of namespaces, links, mounts, iptables rules, cgroups and
-# labkit processes is taken before and compared after. A leak fails the run.
+# behind on the host: a snapshot of namespaces, links, mounts, iptables rules, cgroups, labkit
+# processes, processes in other PID namespaces (containers) and Docker containers is taken
+# before and compared after (tests/leakcheck.py). A leak fails the run.
 #
 # Environment: LABKIT_PYTHON (default /opt/labkit/venv/bin/python) picks the interpreter.
 set -uo pipefail
@@ -27,13 +28,8 @@ cd "$repo" || exit 2
 
 section() { printf '\n=== %s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-# Prefer the team's shared leak checker when it is around, else our own.
-shared_leakcheck="$repo/../shared/tools/leakcheck"
-if [ -f "$shared_leakcheck" ] && [ -x "$shared_leakcheck" ]; then
-  leakcheck=("$shared_leakcheck")
-else
-  leakcheck=("$py" "$repo/tests/leakcheck.py")
-fi
+# The project's own leak checker, the same on every machine (a learner's checkout included).
+leakcheck=("$py" "$repo/tests/leakcheck.py")
 
 lint_status=0
 pytest_status=0
