@@ -99,7 +99,7 @@ def import_costs(python: str, runs: int) -> dict[str, float]:
         f"import sys; sys.path.insert(0, {str(REPO)!r}); import labkit.runtime.helper, "
         "labkit.kernel.rootfs"
     )
-    cli = "import labkit.cli, labkit.runtime.spawn, labkit.runtime.spec, labkit.kernel.namespaces"
+    cli = "import labkit.cli, labkit.runtime.supervisor, labkit.runtime.spec"
     bare = [python, "-I", "-S", "-c"]
     find_library = "import ctypes.util; ctypes.util.find_library('c')"
     commands = {

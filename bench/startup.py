@@ -1,7 +1,7 @@
 """Start-to-exit latency of ``true`` in a container: labkit next to unshare, runc, crun, Docker.
 
-    sudo python bench/startup.py [--runs N] [--warmup K] [--json OUT] [--markdown OUT]
-                                 [--only NAME,...] [--rootfs DIR] [--python PY]
+    sudo /opt/labkit/venv/bin/python bench/startup.py [--runs N] [--warmup K] [--json OUT]
+                     [--markdown OUT] [--only NAME,...] [--rootfs DIR] [--python PY]
 
 What one sample is: the wall time (``time.perf_counter_ns``) around ``subprocess.Popen`` and a
 blocking ``os.wait4`` of one contender's command, from fork to the reaping of its exit status
@@ -21,8 +21,10 @@ Everything the script makes is named ``labkit-bench-*`` (OCI bundle directory, c
 cgroups ``/labkit-bench/<id>`` in every hierarchy, Docker container names) and is removed at
 the end, also after an error or Ctrl-C.
 
-Standard library only; it needs root (the runtimes do) and is not a test: nothing here asserts
-a timing. See docs/benchmarks.md for what the numbers mean.
+Standard library plus labkit itself (run it with labkit's venv Python): Docker is probed,
+imported into and cleaned up through ``labkit.docker``, like everywhere else. It needs root
+(the runtimes do) and is not a test: nothing here asserts a timing. See docs/benchmarks.md
+for what the numbers mean.
 """
 
 from __future__ import annotations
@@ -46,9 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from labkit import docker
+from labkit.errors import LabkitError
+from labkit.images.store import image_rootfs
+
 DEFAULT_ROOTFS = "/var/lib/labkit/images/busybox/rootfs"
 DEFAULT_PYTHON = os.environ.get("LABKIT_PYTHON", "/opt/labkit/venv/bin/python")
-DOCKER_IMAGE = "labkit/busybox:latest"
+DOCKER_IMAGE = docker.image_tag("busybox")  # labkit/busybox:latest
 PREFIX = "labkit-bench"
 #: cgroup parent under which runc and crun put each container's cgroup (every hierarchy).
 CGROUP_PARENT = f"/{PREFIX}"
@@ -141,8 +147,8 @@ def load_now() -> str:
 
 
 def host_facts(python: str) -> dict[str, object]:
-    docker = _out(["docker", "version", "--format", "{{.Server.Version}} {{.Client.Version}}"])
-    server, _, client = docker.partition(" ")
+    versions = _docker_versions()
+    server, _, client = versions.partition(" ")
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "kernel": platform.release(),
@@ -154,11 +160,21 @@ def host_facts(python: str) -> dict[str, object]:
         "bench_python": sys.version.split()[0],
         "runc": " / ".join(_out(["runc", "--version"]).splitlines()[:2]),
         "crun": _out(["crun", "--version"]).splitlines()[0] if shutil.which("crun") else "",
-        "docker": f"server {server}, client {client}" if docker else "",
+        "docker": f"server {server}, client {client}" if versions else "",
         "unshare": _out(["unshare", "--version"]),
         "nsenter": _out(["nsenter", "--version"]),
         "labkit_revision": labkit_revision(),
     }
+
+
+def _docker_versions() -> str:
+    """ "SERVER CLIENT" versions of Docker, or "" if the CLI is missing or no daemon answers."""
+    fmt = "{{.Server.Version}} {{.Client.Version}}"
+    try:
+        done = docker.run("version", "--format", fmt, check=False, timeout=docker.PROBE_TIMEOUT)
+    except LabkitError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def labkit_revision() -> str:
@@ -275,30 +291,25 @@ class LegacyCgroupNamespace:
 
 
 def docker_image_ready(rootfs: str) -> str:
-    """Make sure the Docker image exists; import it from the rootfs if not. Returns a note."""
-    if subprocess.run(["docker", "image", "inspect", DOCKER_IMAGE], capture_output=True).returncode:
-        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        done = subprocess.run(
-            ["docker", "import", "-", DOCKER_IMAGE], stdin=tar.stdout, capture_output=True
-        )
-        assert tar.stdout is not None
-        tar.stdout.close()
-        tar.wait()
-        if done.returncode:
-            return f"import failed: {done.stderr.decode(errors='replace').strip()}"
-        return f"imported {DOCKER_IMAGE} from {rootfs}"
-    return f"{DOCKER_IMAGE} already present"
+    """Make sure Docker holds the busybox image as ``labkit images docker-import`` makes it
+    (re-imported only if the image was rebuilt since). Returns a note for the report."""
+    try:
+        tag = docker.import_image("busybox")
+    except LabkitError as exc:
+        return f"import failed: {exc}"
+    note = f"{tag} is the labkit busybox image"
+    with contextlib.suppress(LabkitError):
+        if Path(rootfs) != image_rootfs("busybox"):
+            note += f" (not --rootfs {rootfs}: Docker cannot run a bare directory)"
+    return note
 
 
 def remove_docker_containers() -> list[str]:
     """Remove any labkit-bench-* container that --rm did not (there should be none)."""
-    if shutil.which("docker") is None:
+    try:
+        return docker.remove_containers(f"{PREFIX}-")
+    except LabkitError:  # Docker does not answer: the suite's leak check still looks
         return []
-    names = _out(["docker", "ps", "-a", "--filter", f"name={PREFIX}-", "--format", "{{.Names}}"])
-    left = [n for n in names.split() if n.startswith(f"{PREFIX}-")]
-    for name in left:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-    return left
 
 
 def remove_runtime_state() -> list[str]:

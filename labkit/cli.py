@@ -4,64 +4,94 @@ only when it runs (pyroute2 alone takes ~170 ms to import)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from labkit import __version__
 from labkit.errors import LabkitError
+from labkit.kernel.namespaces import DOCKER_DEFAULT, KINDS
 
 EXIT_LABKIT_ERROR = 125  # what `docker run` returns when the runtime itself failed
 
-# Kept in step with labkit.kernel.namespaces and labkit.runtime.spec (tests/test_cli.py checks)
-# rather than imported: building the parser must stay cheap for every command.
-KIND_NAMES = ("uts", "pid", "mnt", "ipc", "net", "cgroup", "user")
-DEFAULT_NAMESPACES = "uts,pid,mnt,ipc,net,cgroup"
-ISOLATIONS = ("pivot_root", "chroot")
+DEFAULT_NAMESPACES = ",".join(sorted(DOCKER_DEFAULT))
+ISOLATIONS = ("pivot_root", "chroot")  # kept cheap to build; tests/test_cli.py checks runtime's
+
+#: How the CLI words the settings and commands that fixes name as {placeholders}
+#: (labkit.errors): below the front ends nobody knows what a flag is called.
+WORDS = {
+    "rootfs": "--rootfs",
+    "image": "--image NAME",
+    "ns": "--ns",
+    "isolation": "--isolation",
+    "hostname": "--hostname",
+    "name": "--name",
+    "workdir": "--workdir",
+    "tty": "-t",
+    "command": "a command after --",
+    "doctor": "labkit doctor",
+    "reset": "labkit reset",
+    "images_ls": "labkit images ls",
+    "images_build": "labkit images build",
+}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from labkit.kernel.namespaces import parse_kinds
-    from labkit.runtime import spawn
     from labkit.runtime.spec import ContainerSpec
+    from labkit.runtime.supervisor import Supervisor
 
-    if args.rootfs:
+    image = None if args.rootfs else args.image
+    if image is None:
         rootfs = os.path.abspath(args.rootfs)
     else:
-        from labkit.images.base import image_rootfs
+        from labkit.images.store import image_rootfs
 
-        rootfs = str(image_rootfs(args.image))
+        rootfs = str(image_rootfs(image))
     argv = list(args.command)
     if argv[:1] == ["--"]:
         argv = argv[1:]
     spec = ContainerSpec(
         rootfs=rootfs,
         argv=argv,
+        image=image,
         namespaces=sorted(parse_kinds(args.ns)),
         isolation=args.isolation,
         hostname=args.hostname,
         env=_parse_env(args.env),
         workdir=args.workdir,
+        name=args.name or "",
+        interactive=args.interactive,
+        tty=args.tty,
         try_escape=args.try_escape,
     )
-    if args.name:
-        spec.id = args.name
-    container = spawn.start(spec)
-    if args.pid_file:
-        try:
-            _write_atomically(args.pid_file, f"{container.pid}\n")
-        except OSError as exc:
-            container.signal(signal.SIGKILL)  # nobody could find it: do not leave it running
-            container.wait()
-            raise LabkitError(
-                f"cannot write --pid-file {args.pid_file}: {exc.strerror}",
-                fix="pass a path in an existing, writable directory",
-            ) from exc
-    code = container.wait()
+    supervisor = Supervisor()
+    try:
+        container = supervisor.start(spec)
+        if args.pid_file:
+            try:
+                _write_atomically(args.pid_file, f"{container.pid}\n")
+            except OSError as exc:
+                container.signal(signal.SIGKILL)  # nobody could find it: do not leave it running
+                supervisor.wait(container)
+                raise LabkitError(
+                    f"cannot write --pid-file {args.pid_file}: {exc.strerror}",
+                    fix="pass a path in an existing, writable directory",
+                ) from exc
+        code = supervisor.wait(container)
+    finally:
+        supervisor.close()
     error = container.error
     if error:
-        print(f"labkit: {LabkitError(error['message'], error.get('fix', ''))}", file=sys.stderr)
+        print(f"labkit: {_render(LabkitError(error['message'], error['fix']))}", file=sys.stderr)
     return code
+
+
+def _render(exc: LabkitError) -> str:
+    return exc.render(WORDS)
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -75,31 +105,42 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write a temp file beside ``path`` and rename it over ``path``; the temp file never
+    outlives a failure (``path`` may be a directory, or in one we cannot write)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pid-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _cmd_images(args: argparse.Namespace) -> int:
-    from labkit.images import base
+    from labkit.images import store
 
     if args.action == "build":
-        names = base.KNOWN if args.name in (None, "all") else [args.name]
+        names = store.KNOWN if args.name in (None, "all") else [args.name]
         for name in names:
-            print(f"{name}: {base.build(name, force=args.force)}")
+            print(f"{name}: {store.build(name, force=args.force)}")
     elif args.action == "ls":
-        for image in base.list_images():
+        for image in store.list_images():
             print(
                 f"{image['name']:<10} {image['size_bytes'] / 2**20:8.1f} MiB  "
                 f"{image['files']:>6} files  {image['rootfs']}"
             )
     elif args.action == "docker-import":
+        from labkit import docker
+
         names = (
-            [i["name"] for i in base.list_images()] if args.name in (None, "all") else [args.name]
+            [i["name"] for i in store.list_images()] if args.name in (None, "all") else [args.name]
         )
         for name in names:
-            print(base.docker_import(name))
+            print(docker.import_image(name))
     return 0
 
 
@@ -110,7 +151,7 @@ def _cmd_ns(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        print(json.dumps([row._asdict() for row in rows], indent=2))
         return 0
     print(f"{'NS':>10} {'TYPE':<6} {'NPROCS':>6} {'PID':>7} COMMAND")
     for row in rows:
@@ -142,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="labkit", description="A container runtime built one kernel primitive at a time."
     )
+    parser.add_argument("--version", action="version", version=f"labkit {__version__}")
     sub = parser.add_subparsers(
         dest="command_name", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -159,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ns",
         default=DEFAULT_NAMESPACES,
         metavar="KINDS",
-        help=f"namespaces to create: {','.join(KIND_NAMES)}, or none "
+        help=f"namespaces to create: {','.join(KINDS)}, or none "
         f"(default: {DEFAULT_NAMESPACES}, as Docker)",
     )
     run.add_argument(
@@ -168,8 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="pivot_root",
         help="how the rootfs becomes / (default: pivot_root)",
     )
-    run.add_argument("--hostname", help="hostname inside (needs uts; default: the id)")
-    run.add_argument("--name", help="container id (default: 12 random hex digits)")
+    run.add_argument(
+        "-i", "--interactive", action="store_true", help="keep stdin open (else /dev/null)"
+    )
+    run.add_argument(
+        "-t", "--tty", action="store_true", help="give the container a pseudo-terminal"
+    )
+    run.add_argument("--hostname", help="hostname inside (needs uts; default: the short id)")
+    run.add_argument("--name", help="a unique name (default: the short id)")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("-w", "--workdir", default="/", help="working directory inside")
     run.add_argument("--pid-file", help="write the container's host PID here once it runs")
@@ -210,17 +258,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _require_linux()
         return func(args)
     except LabkitError as exc:
-        print(f"labkit: {exc}", file=sys.stderr)
+        print(f"labkit: {_render(exc)}", file=sys.stderr)
         return EXIT_LABKIT_ERROR
     except OSError as exc:  # the host refused something: still one line, not a traceback
-        where = f": {exc.filename}" if exc.filename else ""
-        print(
-            f"labkit: {exc.strerror or exc}{where} (fix: run as root; see labkit doctor)",
-            file=sys.stderr,
-        )
+        print(f"labkit: {_render(_explain(exc))}", file=sys.stderr)
         return EXIT_LABKIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _explain(exc: OSError) -> LabkitError:
+    """An OSError as one line; "run as root" only when the errno and the user say so."""
+    where = f": {exc.filename}" if exc.filename else ""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    problem = f"{exc.strerror or exc}{where}" + (f" ({name})" if name else "")
+    if exc.errno in (errno.EPERM, errno.EACCES) and os.geteuid() != 0:
+        return LabkitError(problem, fix="run it as root (sudo)")
+    return LabkitError(problem, fix="check this host with {doctor}")
 
 
 def _require_linux() -> None:

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from labkit.kernel.mounts import read_mountinfo
+from labkit import docker
+from labkit.kernel import cgroups
 from labkit.kernel.namespaces import KINDS
 from labkit.kernel.syscalls import PIVOT_ROOT_SYSCALL
 
@@ -159,38 +160,11 @@ def check_overlay() -> list[Check]:
     ]
 
 
-def cgroup_layout() -> tuple[str, str, list[str], list[str]]:
-    """(layout, v2 mount point, v2 controllers, v1 hierarchies) of this host.
-
-    ``layout`` is "v2 (unified)", "hybrid (v1 + empty v2)", "hybrid (v1 + v2)", "v1" or "none".
-    """
-    mounts = read_mountinfo()
-    v2 = [m.target for m in mounts if m.fstype == "cgroup2"]
-    v1 = [os.path.basename(m.target) for m in mounts if m.fstype == "cgroup"]
-    v2_mnt = "/sys/fs/cgroup" if "/sys/fs/cgroup" in v2 else (v2[0] if v2 else "")
-    controllers = _read(f"{v2_mnt}/cgroup.controllers").split() if v2_mnt else []
-    if v2 and not v1:
-        layout = "v2 (unified)"
-    elif v2 and v1:
-        layout = "hybrid (v1 + v2)" if controllers else "hybrid (v1 + empty v2)"
-    elif v1:
-        layout = "v1"
-    else:
-        layout = "none"
-    return layout, v2_mnt, controllers, v1
-
-
 def check_cgroups() -> list[Check]:
-    layout, v2_mnt, controllers, v1 = cgroup_layout()
-    parts = [layout]
-    if v2_mnt:
-        parts.append(f"v2 at {v2_mnt} controllers: {' '.join(controllers) or '(none)'}")
-    if v1:
-        parts.append(f"v1: {' '.join(sorted(v1))}")
-    detail = "; ".join(parts)
-    if layout == "v2 (unified)":
-        return [Check("cgroups", "ok", detail)]
-    if layout == "none":
+    layout = cgroups.detect()
+    if layout.kind == "unified":
+        return [Check("cgroups", "ok", layout.describe())]
+    if layout.kind == "none":
         return [
             Check(
                 "cgroups",
@@ -203,7 +177,7 @@ def check_cgroups() -> list[Check]:
         Check(
             "cgroups",
             "warn",
-            detail,
+            layout.describe(),
             "for v2 boot with systemd.unified_cgroup_hierarchy=1 (or cgroup_no_v1=all)",
         )
     ]
@@ -226,7 +200,7 @@ def check_iptables() -> list[Check]:
 
 
 def check_docker() -> list[Check]:
-    if shutil.which("docker") is None:
+    if not docker.installed():
         return [
             Check(
                 "docker",
@@ -235,9 +209,7 @@ def check_docker() -> list[Check]:
                 "apt-get install docker.io",
             )
         ]
-    from labkit.images.base import docker_server_version
-
-    version = docker_server_version()
+    version = docker.server_version()
     if version is None:
         return [
             Check(
@@ -262,7 +234,7 @@ def check_docker() -> list[Check]:
 
 
 def check_images() -> list[Check]:
-    from labkit.images.base import KNOWN, list_images
+    from labkit.images.store import KNOWN, list_images
 
     built = {i["name"]: i for i in list_images()}
     out = []

@@ -11,21 +11,16 @@ and mounts go before the directories under them are deleted.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabkitError
-from labkit.runtime import state
-
-#: Where the runtime records each container it starts: <RUN_DIR>/containers/<id>.json
+from labkit.kernel.procfs import ProcessRef
 
 
 @dataclass
@@ -48,52 +43,60 @@ class Kind:
     data: bool = False  # True for things the user wants to keep (images): only with --images
 
 
-# -- processes --------------------------------------------------------------------------------
+# -- containers -------------------------------------------------------------------------------
 
 
 def find_containers() -> list[Leftover]:
-    """Container records; a live one (same pid *and* start time) gets its process killed."""
+    """Every container record. A running container's PID 1 is matched by PID, start time
+    and boot (never by PID alone); an unreadable record is a leftover too."""
+    from labkit.runtime import records
+
     out = []
-    cdir = state.containers_dir()
-    if not cdir.is_dir():
-        return out
-    # A *.tmp record is one whose writer died between writing and renaming it: its
-    # container may well be running, so it is treated like any other record.
-    for rec in sorted(cdir.glob("*.json")) + sorted(cdir.glob("*.tmp")):
-        try:
-            data = json.loads(rec.read_text())
-            pid, start = int(data["pid"]), int(data["start_time"])
-        except (OSError, ValueError, KeyError, TypeError):
-            out.append(Leftover("record", rec.stem, "unreadable record", {"record": str(rec)}))
+    for directory in records.directories():
+        record = records.load(directory)
+        if record is None:
+            ref = {"id": directory.name}
+            out.append(Leftover("record", directory.name[:12], "unreadable record", ref))
             continue
-        argv = " ".join(map(str, data.get("argv") or []))
-        if state.is_alive({"pid": pid, "start_time": start}):
-            in_use = state.is_supervised(data)
-            detail = f"pid {pid} running{' (its supervisor is alive)' if in_use else ''}: {argv}"
-            out.append(
-                Leftover(
-                    "container",
-                    rec.stem,
-                    detail.rstrip(": "),
-                    {"record": str(rec), "pid": pid, "start_time": start, "in_use": in_use},
-                )
-            )
+        argv = " ".join(map(str, record.config.get("argv") or []))
+        in_use = record.is_supervised()  # running without a supervisor: an orphan, left over
+        if record.is_running():
+            detail = f"pid {record.pid} running: {argv}"
         else:
-            detail = f"stale record (pid {pid} is gone)"
-            out.append(Leftover("record", rec.stem, detail, {"record": str(rec)}))
+            detail = f"{record.status}, no process (pid {record.pid or '-'} is gone)"
+        if record.is_supervised():
+            detail += " (its supervisor is alive)"
+        process = record.process if record.is_running() else None
+        ref = {"id": record.id, "process": process, "pid": record.pid, "in_use": in_use}
+        out.append(Leftover("container", record.name, detail, ref))
     return out
 
 
 def remove_container(item: Leftover) -> None:
-    """SIGKILL the recorded process if it is still the same one, then drop the record."""
-    pid = item.ref.get("pid")
-    if pid is not None and state.is_alive(item.ref):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and state.is_alive(item.ref):
-            time.sleep(0.02)
-    Path(item.ref["record"]).unlink(missing_ok=True)
+    """SIGKILL its PID 1 if that is still the recorded process, then delete its directory."""
+    from labkit.runtime import records
+
+    process = item.ref.get("process")
+    if process is not None:
+        _kill(process)
+    records.remove(item.ref["id"])
+
+
+def _kill(process: ProcessRef) -> None:
+    """Kill through a pidfd opened *after* checking identity: the PID cannot be reused
+    between the check and the signal, because an open pidfd pins the process."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except ProcessLookupError:
+        return
+    try:
+        if process.is_alive():
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [], 5)  # readable once it has exited
+    finally:
+        os.close(pidfd)
 
 
 # -- mounts -----------------------------------------------------------------------------------
@@ -125,28 +128,11 @@ def remove_mount(item: Leftover) -> None:
 
 def find_image_tmp() -> list[Leftover]:
     """Half-built images (.tmp-*) from interrupted builds; a build running now is skipped."""
-    from labkit.images.base import stale_builds
+    from labkit.images.store import stale_builds
 
     return [
         Leftover("image-tmp", p.name, "interrupted image build", {"path": str(p)})
         for p in stale_builds()
-    ]
-
-
-def find_run_files() -> list[Leftover]:
-    """Stray files among the container records (a record's own *.tmp is a record).
-
-    Only what the runtime writes there counts: other files under RUN_DIR (JupyterLab's pid
-    file, the cgroup-v2 harness's results, a test session's private dirs) belong to
-    processes that may still be using them.
-    """
-    cdir = state.containers_dir()
-    if not cdir.is_dir():
-        return []
-    return [
-        Leftover("run-file", str(q.relative_to(paths.RUN_DIR)), "runtime file", {"path": str(q)})
-        for q in sorted(cdir.iterdir())
-        if q.suffix not in (".json", ".tmp")
     ]
 
 
@@ -162,7 +148,7 @@ def remove_path(item: Leftover) -> None:
 
 def find_images() -> list[Leftover]:
     """Built images and build logs under IMAGES_DIR."""
-    from labkit.images.base import TMP_PREFIX
+    from labkit.images.store import TMP_PREFIX
 
     if not paths.IMAGES_DIR.is_dir():
         return []
@@ -175,43 +161,24 @@ def find_images() -> list[Leftover]:
 
 def find_docker_images() -> list[Leftover]:
     """Docker images tagged labkit/* (made by ``labkit images docker-import``)."""
-    import shutil
-    import subprocess
+    from labkit import docker
 
-    if shutil.which("docker") is None:
-        return []
-    res = subprocess.run(
-        [
-            "docker",
-            "images",
-            "--filter",
-            f"reference={paths.NAME_PREFIX}/*",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        return []
     return [
         Leftover("docker-image", tag, "docker image", {"tag": tag})
-        for tag in sorted(set(res.stdout.split()))
+        for tag in docker.labkit_images()
     ]
 
 
 def remove_docker_image(item: Leftover) -> None:
-    import subprocess
+    from labkit import docker
 
-    subprocess.run(["docker", "rmi", item.ref["tag"]], capture_output=True, check=False)
+    docker.remove_image(item.ref["tag"])
 
 
 KINDS: list[Kind] = [
     Kind("container", find_containers, remove_container),
     Kind("mount", find_mounts, remove_mount),
     Kind("image-tmp", find_image_tmp, remove_path),
-    Kind("run-file", find_run_files, remove_path),
     Kind("docker-image", find_docker_images, remove_docker_image, data=True),
     Kind("image", find_images, remove_path, data=True),
 ]

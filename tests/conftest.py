@@ -5,9 +5,8 @@ or PID namespace would break the rest of the run. Every piece of namespace work 
 a child: the ``labkit`` CLI, or a short ``python -c`` script that calls ``labkit.kernel``
 functions and prints one JSON line back (see ``Lab.py``).
 
-The session fixture ``_nothing_left_behind`` snapshots labkit's mounts, container records and
-container processes before the run and fails the session if anything new is still there at
-the end.
+Whether the run left anything behind on the host is checked by ``tests/run.sh`` with
+``tests/leakcheck.py`` (before and after the whole run), not here.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -27,10 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from labkit import paths
-from labkit.kernel.mounts import mount_rows_under
-from labkit.runtime import state
 
 # tests/in_vm runs only inside the cgroup-v2 VM started by tests/vm/run_in_cgroup2.py;
 # tests/vm holds that launcher script, not tests.
@@ -46,9 +40,6 @@ SESSION_MARK = f"labkit-test-{os.getpid()}-{secrets.token_hex(4)}"
 os.environ["LABKIT_TEST_SESSION"] = SESSION_MARK
 #: A JSON line from a ``Lab.py`` script starts with this, so other output cannot confuse us.
 JSON_TAG = "LABKIT-TEST-JSON "
-
-#: Root directories of containers this session starts (images plus per-test copies).
-_ROOTFS_SEEN: set[Path] = set()
 
 _PRELUDE = f"""\
 import errno, json, os, socket, sys
@@ -159,7 +150,6 @@ class Lab:
         test already ended it.
         """
         if rootfs is not None:
-            _ROOTFS_SEEN.add(Path(rootfs))
             opts = ("--rootfs", str(rootfs), *opts)
         pid_file = self.tmp / f"bg-{secrets.token_hex(4)}.pid"
         proc = subprocess.Popen(
@@ -238,13 +228,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 def busybox_rootfs() -> Path:
     """The busybox image's rootfs (built by ``labkit images build busybox``)."""
     from labkit.errors import LabkitError
-    from labkit.images.base import image_rootfs
+    from labkit.images.store import image_rootfs
 
     try:
         root = image_rootfs("busybox")
     except LabkitError as exc:
         pytest.fail(f"no busybox image: {exc}")
-    _ROOTFS_SEEN.add(root)
     return root
 
 
@@ -255,7 +244,6 @@ def rootfs_copy(busybox_rootfs: Path, tmp_path: Path) -> Path:
 
     copy = tmp_path / "rootfs"
     shutil.copytree(busybox_rootfs, copy, symlinks=True)
-    _ROOTFS_SEEN.add(copy)
     return copy
 
 
@@ -263,107 +251,6 @@ def rootfs_copy(busybox_rootfs: Path, tmp_path: Path) -> Path:
 def needs_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root: run the tests with sudo bash tests/run.sh")
-
-
-# -- leak check -------------------------------------------------------------------------------
-
-
-#: An image build's scratch dir: IMAGES_DIR/.tmp-<name>-<pid> (see labkit.images.base).
-_BUILD_DIR = re.compile(r"/\.tmp-(?:old-)?[\w.-]+?-(\d+)(?:/|$)")
-
-
-def _foreign_build(target: str) -> bool:
-    """A mount inside an image build that a live process outside this session is running."""
-    match = _BUILD_DIR.search(target)
-    if not match:
-        return False
-    try:
-        environ = Path(f"/proc/{match.group(1)}/environ").read_bytes()
-    except OSError:
-        return False  # the builder is gone: whatever it left is a leak
-    return f"LABKIT_TEST_SESSION={SESSION_MARK}".encode() not in environ.split(b"\0")
-
-
-def labkit_mounts() -> set[str]:
-    """Host mounts (in our mount namespace) at or under labkit's directories.
-
-    Mounts of an image build that someone else is running right now (a teammate, a
-    notebook) are not ours and are skipped.
-    """
-    return {
-        f"{m.fstype} {m.source} on {m.target}"
-        for m in mount_rows_under(paths.STATE_DIR, paths.RUN_DIR)
-        if not _foreign_build(m.target)
-    }
-
-
-def container_records() -> set[str]:
-    records = state.containers_dir()
-    return {p.name for p in records.glob("*.json")} if records.is_dir() else set()
-
-
-def _rootfs_ids() -> set[tuple[int, int]]:
-    ids = set()
-    candidates = set(_ROOTFS_SEEN) | set(paths.IMAGES_DIR.glob("*/rootfs"))
-    for root in candidates:
-        with contextlib.suppress(OSError):
-            st = os.stat(root)
-            ids.add((st.st_dev, st.st_ino))
-    return ids
-
-
-def session_processes() -> set[str]:
-    """Processes this session started (by inherited marker), or running in a labkit rootfs."""
-    me = os.getpid()
-    roots = _rootfs_ids()
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            st = os.stat(entry / "root")
-            raw_cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue  # gone meanwhile, a kernel thread, or a zombie
-        cmdline = raw_cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
-        marked = f"LABKIT_TEST_SESSION={SESSION_MARK}".encode() in environ.split(b"\0")
-        if marked or (st.st_dev, st.st_ino) in roots:
-            found.add(f"{entry.name} {cmdline}")
-    return found
-
-
-def snapshot() -> dict[str, set[str]]:
-    return {
-        "mount": labkit_mounts(),
-        "container record": container_records(),
-        "process": session_processes(),
-    }
-
-
-def leftovers(before: dict[str, set[str]], settle: float = 10) -> list[str]:
-    """What is new since ``before``, re-checked for up to ``settle`` s (exits take a moment)."""
-    deadline = time.monotonic() + settle
-    while True:
-        now = snapshot()
-        new = [f"{kind}: {item}" for kind in now for item in sorted(now[kind] - before[kind])]
-        if not new or time.monotonic() >= deadline:
-            return new
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _nothing_left_behind() -> Iterator[None]:
-    """Fail the session if it leaves labkit mounts, container records or processes behind."""
-    before = snapshot()
-    yield
-    new = leftovers(before)
-    if new:
-        pytest.fail(
-            "the test session left these behind (fix: sudo labkit reset, then find the "
-            "test that did not clean up):\n  " + "\n  ".join(new),
-            pytrace=False,
-        )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

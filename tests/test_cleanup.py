@@ -5,21 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
-from conftest import (
-    container_records,
-    leftovers,
-    proc_status,
-    session_processes,
-    snapshot,
-    wait_until,
-)
+from conftest import proc_status, wait_until
+from leakcheck import leftovers, snapshot
 
-from labkit.runtime import state
+from labkit.kernel.procfs import start_time
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -38,14 +31,13 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_leak_detector_sees_a_running_container(lab) -> None:
-    """A control for the session check in conftest: a live container *is* reported."""
+    """A control for the leak check: a live container *is* reported, and then it is not."""
     before = snapshot()
     with lab.background("sleep", "1000") as bg:
-        now = snapshot()
-        new_processes = now["process"] - before["process"]
-        assert any(p.startswith(f"{bg.pid} sleep 1000") for p in new_processes)
-        assert any(p.startswith(f"{bg.proc.pid} ") and "labkit.cli" in p for p in new_processes)
-        assert len(now["container record"] - before["container record"]) == 1
+        new = leftovers(before, settle=0)
+        assert any(f"pid={bg.pid} " in line and line.startswith("pidns: ") for line in new)
+        assert any(line.startswith(f"process: {bg.proc.pid} ") for line in new)
+        assert len([line for line in new if line.startswith("labkit: record ")]) == 1
     assert leftovers(before, settle=5) == []
 
 
@@ -75,30 +67,29 @@ def test_a_mix_of_runs_leaves_nothing(lab, busybox_rootfs: Path, rootfs_copy: Pa
 
 
 @pytest.fixture
-def private_dirs(tmp_path: Path):
-    """Own RUN_DIR and STATE_DIR, so reset cannot touch what teammates have running."""
-    run_dir = Path(f"/run/labkit/test-cleanup-{os.getpid()}")
-    env = {"LABKIT_RUN_DIR": str(run_dir), "LABKIT_STATE_DIR": str(tmp_path / "state")}
-    yield run_dir, env
-    shutil.rmtree(run_dir, ignore_errors=True)
+def private_state(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A STATE_DIR of its own, so reset cannot touch what teammates have running."""
+    return tmp_path / "state", {"LABKIT_STATE_DIR": str(tmp_path / "state")}
 
 
 @pytest.mark.parametrize("ns", ["uts,pid,mnt,ipc,net,cgroup", "all"])
 def test_reset_kills_what_a_killed_supervisor_left(
-    lab, busybox_rootfs: Path, private_dirs, ns: str
+    lab, busybox_rootfs: Path, private_state, ns: str
 ) -> None:
-    run_dir, env = private_dirs
-    victim = None
+    state, env = private_state
+    victim = started = None
     try:
         with lab.background(
             "sleep", "1000", opts=("--ns", ns), env=env, rootfs=busybox_rootfs
         ) as bg:
             victim = bg.pid
-            start_time = state.process_start_time(victim)
-            (record_path,) = (run_dir / "containers").glob("*.json")
+            started = start_time(victim)
+            (record_path,) = (state / "containers").glob("*/record.json")
             record = json.loads(record_path.read_text())
-            assert record["pid"] == victim and record["start_time"] == start_time
-            assert record["argv"] == ["sleep", "1000"]
+            assert record["process"][:2] == [victim, started]
+            assert record["config"]["argv"] == ["sleep", "1000"]
+            assert record["supervisor"][0] == bg.proc.pid
+            name = record["name"]
 
             bg.proc.send_signal(signal.SIGKILL)
             assert bg.proc.wait(timeout=20) == -signal.SIGKILL
@@ -108,41 +99,33 @@ def test_reset_kills_what_a_killed_supervisor_left(
 
             dry = lab.cli("reset", "--dry-run", env=env)
             assert dry.returncode == 0, dry.stderr
-            assert f"would remove container    {record_path.stem}" in dry.stdout
+            assert f"would remove container    {name}" in dry.stdout
             assert f"pid {victim} running: sleep 1000" in dry.stdout
             assert proc_status(victim).get("Name") == "sleep"
 
             done = lab.cli("reset", env=env)
             assert done.returncode == 0, done.stdout + done.stderr
-            assert f"removing container    {record_path.stem}" in done.stdout
+            assert f"removing container    {name}" in done.stdout
             assert wait_until(lambda: _gone(victim))
-            assert not record_path.exists()
+            assert not record_path.parent.exists()
 
             again = lab.cli("reset", env=env)
             assert again.returncode == 0
             assert "nothing to reset" in again.stdout
     finally:
-        if victim and state.process_start_time(victim) == start_time and not _gone(victim):
+        if victim and start_time(victim) == started and not _gone(victim):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
 
 
-def test_reset_drops_a_stale_record(lab, private_dirs) -> None:
-    run_dir, env = private_dirs
-    records = run_dir / "containers"
-    records.mkdir(parents=True)
-    (records / "deadbeef0000.json").write_text(
-        json.dumps(
-            {"id": "deadbeef0000", "pid": 2**22 + 1, "start_time": 1, "argv": ["x"], "rootfs": "/r"}
-        )
-    )
+def test_reset_drops_a_stale_record(lab, private_state) -> None:
+    state, env = private_state
+    directory = state / "containers" / ("d" * 64)
+    directory.mkdir(parents=True)
+    stale = {"id": "d" * 64, "name": "deadbeef", "config": {"argv": ["x"]}, "supervisor": None,
+             "status": "running", "process": [2**22 + 1, 1, "boot"]}  # fmt: skip
+    (directory / "record.json").write_text(json.dumps(stale))
     done = lab.cli("reset", env=env)
     assert done.returncode == 0, done.stderr
-    assert "stale record" in done.stdout
-    assert not (records / "deadbeef0000.json").exists()
-
-
-def test_shared_state_is_as_we_found_it() -> None:
-    """Runs last in this module: our runs neither added records nor left processes."""
-    assert all(not name.startswith("deadbeef") for name in container_records())
-    assert not [p for p in session_processes() if "sleep 1000" in p]
+    assert "removing container    deadbeef  (running, no process" in done.stdout
+    assert not directory.exists()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, container_records, proc_status, wait_until
+from conftest import PYTHON, REPO, proc_status, wait_until
 
 from labkit.kernel import namespaces
 from labkit.runtime.spec import USERNS_HOST_BASE
@@ -123,8 +123,10 @@ def test_env_does_not_leak_the_host_environment(lab) -> None:
 def test_default_hostname_is_per_container_not_the_hosts(lab) -> None:
     import socket
 
+    # As Docker: the short id, whatever the container's name.
     done = lab.sh('echo "$(hostname) $HOSTNAME"', opts=("--name", "labkit-named"))
-    assert done.stdout.split() == ["labkit-named", "labkit-named"]
+    hostname, env = done.stdout.split()
+    assert hostname == env and re.fullmatch(r"[0-9a-f]{12}", hostname)
     done = lab.sh("hostname")
     assert done.stdout.strip() != socket.gethostname()
 
@@ -290,13 +292,15 @@ def _processes_in(rootfs: Path, argv: list[str]) -> list[int]:
     return found
 
 
-def test_sigterm_while_starting_leaves_no_untracked_container(lab, busybox_rootfs: Path) -> None:
-    run_dir = Path(f"/run/labkit/test-start-race-{os.getpid()}")
+def test_sigterm_while_starting_leaves_no_untracked_container(
+    lab, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
     argv = ["sleep", "1717"]
     proc = subprocess.Popen(
-        [PYTHON, "-m", "labkit.cli", "run", "--", *argv],
+        [PYTHON, "-m", "labkit.cli", "run", "--rootfs", str(busybox_rootfs), "--", *argv],
         cwd=REPO,
-        env={**os.environ, "LABKIT_RUN_DIR": str(run_dir)},
+        env={**os.environ, "LABKIT_STATE_DIR": str(state)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -323,7 +327,7 @@ def test_sigterm_while_starting_leaves_no_untracked_container(lab, busybox_rootf
             proc.wait(timeout=20)
         wait_until(lambda: bool(_processes_in(busybox_rootfs, argv)), timeout=2)
         orphans = _processes_in(busybox_rootfs, argv)
-        recorded = {json.loads(p.read_text())["pid"] for p in run_dir.glob("containers/*.json")}
+        recorded = {_recorded_pid(p) for p in state.glob("containers/*/record.json")}
         assert set(orphans) <= recorded, f"running but untracked: {orphans}"
     finally:
         if proc.poll() is None:
@@ -331,20 +335,22 @@ def test_sigterm_while_starting_leaves_no_untracked_container(lab, busybox_rootf
             proc.wait()
         for pid in orphans or _processes_in(busybox_rootfs, argv):
             os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _recorded_pid(path: Path) -> int | None:
+    return (json.loads(path.read_text()).get("process") or [None])[0]
 
 
 @pytest.mark.parametrize("name", ["a b/c", "../labkit-escaped-record", "x" * 65])
-def test_a_bad_name_is_refused_before_anything_starts(lab, name: str) -> None:
-    run_dir = Path(f"/run/labkit/test-bad-name-{os.getpid()}")
-    try:
-        done = lab.run("true", opts=("--name", name), env={"LABKIT_RUN_DIR": str(run_dir)})
-        assert done.returncode == 125
-        _one_error_line(done.stderr)
-        assert not run_dir.exists()
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        Path(run_dir.parent / "labkit-escaped-record.json").unlink(missing_ok=True)
+def test_a_bad_name_is_refused_before_anything_starts(
+    lab, busybox_rootfs: Path, tmp_path: Path, name: str
+) -> None:
+    state = tmp_path / "state"
+    opts = ("--rootfs", str(busybox_rootfs), "--name", name)
+    done = lab.run("true", opts=opts, env={"LABKIT_STATE_DIR": str(state)})
+    assert done.returncode == 125
+    _one_error_line(done.stderr)
+    assert not state.exists() and not (tmp_path / "labkit-escaped-record").exists()
 
 
 def test_a_missing_workdir_is_named_in_the_error(lab) -> None:
@@ -370,13 +376,20 @@ def test_the_command_starts_with_default_signal_dispositions(lab) -> None:
     assert "Broken pipe" not in done.stderr
 
 
-def test_an_unwritable_pid_file_stops_the_container_and_says_why(lab) -> None:
-    before = container_records()
-    done = lab.run("sleep", "30", opts=("--pid-file", "/labkit-no-such-dir/pid"))
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_an_unwritable_pid_file_stops_the_container_and_says_why(
+    lab, busybox_rootfs: Path, tmp_path: Path, where: str
+) -> None:
+    """Defect: `--pid-file DIR` left `DIR.tmp` behind (and the container is stopped)."""
+    state = tmp_path / "state"
+    target = tmp_path / "no-such-dir" / "pid" if where == "missing-dir" else tmp_path
+    opts = ("--rootfs", str(busybox_rootfs), "--pid-file", str(target))
+    done = lab.run("sleep", "30", opts=opts, env={"LABKIT_STATE_DIR": str(state)})
     assert done.returncode == 125
     line = _one_error_line(done.stderr)
-    assert "--pid-file /labkit-no-such-dir/pid" in line and "(fix: " in line
-    assert container_records() == before
+    assert f"--pid-file {target}" in line and "(fix: " in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"], "a temp file was left"
+    assert [p.name for p in (state / "containers").iterdir()] == [".lock"], "a record was left"
 
 
 def test_a_running_container_is_in_use_not_a_leftover(lab) -> None:
@@ -390,11 +403,10 @@ def test_a_running_container_is_in_use_not_a_leftover(lab) -> None:
 
 
 def test_the_parser_constants_match_the_runtime() -> None:
-    """cli.py spells them out to stay cheap to import; they must not drift."""
+    """cli.py spells out the isolations to stay cheap to import; they must not drift."""
     from labkit import cli
-    from labkit.kernel.namespaces import DOCKER_DEFAULT, KINDS, parse_kinds
+    from labkit.kernel.namespaces import DOCKER_DEFAULT, parse_kinds
     from labkit.runtime import spec
 
-    assert set(cli.KIND_NAMES) == set(KINDS)
     assert parse_kinds(cli.DEFAULT_NAMESPACES) == DOCKER_DEFAULT
     assert cli.ISOLATIONS == spec.ISOLATIONS

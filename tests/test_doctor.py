@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from labkit import doctor, paths
+from labkit.kernel import cgroups
 
 EXPECTED = {
     "root", "linux", "kernel", "architecture", "python", "namespaces", "user namespaces",
@@ -43,17 +44,21 @@ def test_checks_agree_with_the_host() -> None:
 
 
 def test_cgroup_layout_matches_the_filesystem_type() -> None:
-    layout, v2_mnt, controllers, v1 = doctor.cgroup_layout()
+    layout = cgroups.detect()
     fstype = subprocess.run(
         ["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True, text=True
     ).stdout.strip()
     if fstype == "cgroup2fs":
-        assert layout == "v2 (unified)" and v2_mnt == "/sys/fs/cgroup" and not v1
+        assert layout.kind == "unified" and layout.v2_mount == "/sys/fs/cgroup"
+        assert not layout.v1_hierarchies
     else:
-        assert layout.startswith(("hybrid", "v1"))
-        assert "memory" in v1 or "cpu" in v1
-        if v2_mnt:
-            assert controllers == Path(v2_mnt, "cgroup.controllers").read_text().split()
+        assert layout.kind in ("hybrid", "legacy")
+        assert "memory" in layout.v1_hierarchies or "cpu" in layout.v1_hierarchies
+    if layout.v2_mount:
+        root = Path(layout.v2_mount)
+        assert list(layout.v2_controllers) == (root / "cgroup.controllers").read_text().split()
+        assert list(layout.v2_delegated) == (root / "cgroup.subtree_control").read_text().split()
+    assert layout is cgroups.detect(), "detected once"
 
 
 def test_main_json_parses_and_exit_status_follows_failures(capsys: pytest.CaptureFixture) -> None:
@@ -84,10 +89,10 @@ def test_leftovers_are_reported_with_reset_as_the_fix(
     monkeypatch.setattr(paths, "IMAGES_DIR", tmp_path / "state" / "images")
     (c,) = doctor.check_leftovers()
     assert c.status == "ok"
-    records = tmp_path / "run" / "containers"
-    records.mkdir(parents=True)
-    (records / "gone.json").write_text(json.dumps({"id": "gone", "pid": 999_999_999,
-                                                   "start_time": 1}))  # fmt: skip
+    gone = tmp_path / "state" / "containers" / "gone"
+    gone.mkdir(parents=True)
+    (gone / "record.json").write_text(json.dumps({"id": "gone", "name": "gone", "config": {},
+                                                  "supervisor": None}))  # fmt: skip
     (c,) = doctor.check_leftovers()
     assert c.status == "warn"
     assert c.detail.startswith("1 leftover objects from earlier runs")

@@ -1,6 +1,6 @@
 """Base images, built for real (as root) into a private state dir.
 
-``labkit.paths`` reads LABKIT_STATE_DIR at import time, and ``labkit.images.base`` looks its
+``labkit.paths`` reads LABKIT_STATE_DIR at import time, and ``labkit.images.store`` looks its
 directories up on ``paths`` at call time, so patching the module attributes isolates a test
 from the shared /var/lib/labkit that teammates and notebooks use.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import paths
+from labkit import docker, paths
 from labkit.errors import LabkitError
-from labkit.images import base
+from labkit.images import busybox, debian, store
 from labkit.kernel import mounts, syscalls
 
 REAL_IMAGES_DIR = paths.IMAGES_DIR
@@ -40,7 +40,7 @@ def _meta(images: Path, name: str) -> dict:
 
 def test_busybox_build_gives_a_working_rootfs(state: Path) -> None:
     t0 = time.monotonic()
-    rootfs = base.build("busybox")
+    rootfs = store.build("busybox")
     elapsed = time.monotonic() - t0
     assert rootfs == state / "busybox" / "rootfs"
     assert elapsed < 30, f"busybox build took {elapsed:.1f}s"
@@ -67,19 +67,19 @@ def test_busybox_build_gives_a_working_rootfs(state: Path) -> None:
     assert meta["name"] == "busybox"
     assert meta["files"] > 200 and 500_000 < meta["size_bytes"] < 10_000_000
     assert "busybox" in meta["source"]
-    listed = {i["name"]: i for i in base.list_images()}
+    listed = {i["name"]: i for i in store.list_images()}
     assert listed["busybox"]["rootfs"] == str(rootfs)
     assert listed["busybox"]["created"] == meta["created"]
 
 
 def test_build_is_idempotent_and_force_rebuilds(state: Path) -> None:
-    base.build("busybox")
+    store.build("busybox")
     first = (state / "busybox" / "image.json").read_text()
     inode = (state / "busybox" / "rootfs").stat().st_ino
-    base.build("busybox")
+    store.build("busybox")
     assert (state / "busybox" / "image.json").read_text() == first
     assert (state / "busybox" / "rootfs").stat().st_ino == inode
-    base.build("busybox", force=True)
+    store.build("busybox", force=True)
     assert _meta(state, "busybox")["created"] != json.loads(first)["created"]
     assert not list(state.glob(".tmp-*"))
 
@@ -92,36 +92,38 @@ def test_interrupted_build_is_never_taken_for_an_image(state: Path) -> None:
     half = state / "busybox" / "rootfs"
     half.mkdir(parents=True)
     with pytest.raises(LabkitError):
-        base.image_rootfs("busybox")
-    assert base.list_images() == []
-    rootfs = base.build("busybox")
+        store.image_rootfs("busybox")
+    assert store.list_images() == []
+    rootfs = store.build("busybox")
     assert not list(state.glob(".tmp-*")), "stale temp dir was not cleaned"
     assert (rootfs / "bin" / "busybox").is_file()
-    assert base.image_rootfs("busybox") == rootfs
+    assert store.image_rootfs("busybox") == rootfs
 
 
 def test_failed_build_leaves_no_state(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "BUSYBOX_BINARY", "/nonexistent/busybox")
+    monkeypatch.setattr(busybox, "BUSYBOX_BINARY", "/nonexistent/busybox")
     with pytest.raises(LabkitError) as err:
-        base.build("busybox")
+        store.build("busybox")
     assert "apt-get install busybox-static" in str(err.value)
     # a dynamically linked binary would not run inside the image: refused too
-    monkeypatch.setattr(base, "BUSYBOX_BINARY", shutil.which("ls"))
+    monkeypatch.setattr(busybox, "BUSYBOX_BINARY", shutil.which("ls"))
     with pytest.raises(LabkitError, match="dynamically linked"):
-        base.build("busybox")
+        store.build("busybox")
     assert not (state / "busybox").exists()
     assert not list(state.glob(".tmp-*"))
 
 
 def test_image_rootfs_error_says_how_to_build(state: Path) -> None:
     with pytest.raises(LabkitError) as err:
-        base.image_rootfs("debian")
+        store.image_rootfs("debian")
     assert err.value.problem == "image 'debian' is not built"
-    assert "labkit images build debian" in err.value.fix
+    assert err.value.render({"images_build": "labkit images build"}).endswith(
+        "(fix: build it: labkit images build debian)"
+    )
 
 
 def test_unknown_image_names_the_known_ones(state: Path) -> None:
-    for call in (base.build, base.image_rootfs, base.docker_import):
+    for call in (store.build, store.image_rootfs, store.image_meta, docker.import_image):
         with pytest.raises(LabkitError) as err:
             call("alpine")
         assert "alpine" in str(err.value)
@@ -139,22 +141,6 @@ def test_remove_tree_detaches_mounts_first(tmp_path: Path) -> None:
     assert not mounts.mounts_under(tmp_path)
 
 
-def test_mountinfo_parsing() -> None:
-    text = (
-        "22 1 0:21 / / rw shared:1 - ext4 /dev/sda1 rw\n"
-        "23 22 0:22 / /a\\040b rw master:3 unbindable - tmpfs my\\040src rw,size=4k\n"
-        "24 22 0:22 / /a\\040b rw - proc proc rw\n"
-        "garbage\n"
-    )
-    root, spaced, on_top = mounts.parse_mountinfo(text)
-    assert (root.target, root.fstype, root.source, root.propagation) == (
-        "/", "ext4", "/dev/sda1", "shared"
-    )  # fmt: skip
-    assert (spaced.target, spaced.source, spaced.super_options) == ("/a b", "my src", "rw,size=4k")
-    assert spaced.propagation == "private,slave,unbindable"
-    assert on_top.propagation == "private" and on_top.mount_id == 24
-
-
 def test_stale_builds_skips_a_build_in_progress(state: Path) -> None:
     import fcntl
 
@@ -164,12 +150,12 @@ def test_stale_builds_skips_a_build_in_progress(state: Path) -> None:
     busy.mkdir()
     with open(state / ".lock-debian", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        assert base.stale_builds() == [dead]
-    assert base.stale_builds() == [dead, busy]
+        assert store.stale_builds() == [dead]
+    assert store.stale_builds() == [dead, busy]
 
 
 def test_host_mirror_is_a_debian_url() -> None:
-    mirror = base.host_debian_mirror()
+    mirror = debian.host_debian_mirror()
     assert mirror.startswith(("http://", "https://")) and not mirror.endswith("/")
     assert "security" not in mirror
 
@@ -188,36 +174,3 @@ def test_debian_image_if_built_works() -> None:
     assert (rootfs / "etc" / "hostname").read_text() == "labkit\n"
     meta = json.loads((d / "image.json").read_text())
     assert meta["name"] == "debian" and "debootstrap" in meta["source"]
-
-
-def _docker_ok() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    r = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True
-    )
-    return r.returncode == 0
-
-
-def test_docker_import_round_trip() -> None:
-    """Uses the shared busybox image (built if missing) and the global labkit/busybox tag."""
-    assert _docker_ok(), "no Docker daemon answers: start dockerd (CI and the lab VM run one)"
-    base.build("busybox")
-    tag = base.docker_import("busybox")
-    assert tag == "labkit/busybox:latest"
-
-    def image_id() -> str:
-        return subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-
-    first = image_id()
-    assert base.docker_import("busybox") == tag
-    assert image_id() == first, "second import should have been skipped"
-    out = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "labkit/busybox", "echo", "ok"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"

@@ -1,7 +1,6 @@
-"""The layering in labkit/__init__.py, checked on the source: lower layers never import higher.
+"""The layering in ``labkit.LAYERS``, checked on the source: lower layers never import higher.
 
-Bottom up: errors/paths, kernel, images, runtime, then the front ends (cli, doctor, reset,
-lab). Imports inside functions count too: a lazy import is still a dependency.
+Imports inside functions count too: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -12,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from labkit import LAYERS
+
 PACKAGE = Path(__file__).resolve().parent.parent / "labkit"
-FRONT_ENDS = ("labkit.cli", "labkit.doctor", "labkit.reset", "labkit.lab")
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+#: Layers that must start fast and run anywhere: the helper is a fresh process per container.
+STDLIB_ONLY = ("base", "kernel", "runtime")
 
 
 def _module_name(path: Path) -> str:
@@ -27,8 +29,20 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _is_module(name: str) -> bool:
-    return name in MODULES
+def _in(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def layer_of(name: str) -> int:
+    """The index in LAYERS of the layer a labkit module belongs to (the package itself,
+    "labkit", is base; every other entry also covers the modules below it)."""
+
+    def covers(entry: str) -> bool:
+        return name == entry or (entry != "labkit" and name.startswith(entry + "."))
+
+    found = [i for i, (_, entries) in enumerate(LAYERS) if any(map(covers, entries))]
+    assert len(found) == 1, f"{name} is in {len(found)} layers of labkit.LAYERS"
+    return found[0]
 
 
 def _imports(name: str) -> set[str]:
@@ -49,12 +63,8 @@ def _imports(name: str) -> set[str]:
                 source = node.module or ""
             for alias in node.names:
                 sub = f"{source}.{alias.name}"
-                found.add(sub if _is_module(sub) else source)
+                found.add(sub if sub in MODULES else source)
     return found
-
-
-def _in(name: str, *layers: str) -> bool:
-    return any(name == layer or name.startswith(layer + ".") for layer in layers)
 
 
 def _labkit(imports: set[str]) -> set[str]:
@@ -65,76 +75,76 @@ def _third_party(imports: set[str]) -> set[str]:
     return {i for i in imports if i.split(".")[0] not in STDLIB and not _in(i, "labkit")}
 
 
-def test_the_package_has_the_expected_layers() -> None:
-    for name in (
-        "labkit.errors",
-        "labkit.paths",
-        "labkit.kernel.syscalls",
-        "labkit.kernel.namespaces",
-        "labkit.kernel.rootfs",
-        "labkit.images.base",
-        "labkit.runtime.spec",
-        "labkit.runtime.helper",
-        "labkit.runtime.spawn",
-        "labkit.cli",
-    ):
-        assert name in MODULES, name
+def test_every_module_is_in_exactly_one_layer() -> None:
+    for name in MODULES:
+        layer_of(name)
+
+
+def test_the_layers_hold_the_modules_later_steps_plug_into() -> None:
+    expected = {
+        "kernel": ["syscalls", "procfs", "mounts", "namespaces", "rootfs", "process", "stage",
+                   "cgroups"],
+        "runtime": ["spec", "helper", "supervisor", "records", "stdio"],
+    }  # fmt: skip
+    for layer, modules in expected.items():
+        for module in modules:
+            name = f"labkit.{layer}.{module}"
+            assert name in MODULES, name
+            assert LAYERS[layer_of(name)][0] == layer
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_every_labkit_import_exists(name: str) -> None:
     for imported in _labkit(_imports(name)):
-        assert _is_module(imported), f"{name} imports {imported}, which is not a module"
+        assert imported in MODULES, f"{name} imports {imported}, which is not a module"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_imports_a_higher_layer(name: str) -> None:
+    mine = layer_of(name)
+    above = {i for i in _labkit(_imports(name)) if layer_of(i) > mine}
+    assert above == set(), f"{name} ({LAYERS[mine][0]}) imports a higher layer: {sorted(above)}"
 
 
 @pytest.mark.parametrize(
-    "name", sorted(n for n in MODULES if n in ("labkit.errors", "labkit.paths"))
+    "name", sorted(n for n in MODULES if LAYERS[layer_of(n)][0] in STDLIB_ONLY)
 )
-def test_errors_and_paths_use_only_the_stdlib(name: str) -> None:
-    imports = _imports(name)
-    assert _labkit(imports) == set()
-    assert _third_party(imports) == set()
-
-
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if _in(n, "labkit.kernel")))
-def test_kernel_imports_only_stdlib_errors_and_paths(name: str) -> None:
-    imports = _imports(name)
-    assert _third_party(imports) == set(), f"{name} needs a third-party package"
-    wrong = {
-        i for i in _labkit(imports) if not _in(i, "labkit.errors", "labkit.paths", "labkit.kernel")
-    }
-    assert wrong == set(), f"{name} imports a higher layer: {sorted(wrong)}"
+def test_base_kernel_and_runtime_use_only_the_stdlib(name: str) -> None:
+    """The helper starts per container, and the kernel layer is what learners read: no
+    third-party imports there. (pyroute2 belongs to the networking service.)"""
+    assert _third_party(_imports(name)) == set(), f"{name} needs a third-party package"
 
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if _in(n, "labkit.images")))
-def test_images_import_no_runtime_or_front_end(name: str) -> None:
-    wrong = {i for i in _labkit(_imports(name)) if _in(i, "labkit.runtime", *FRONT_ENDS)}
-    assert wrong == set(), f"{name} imports a higher layer: {sorted(wrong)}"
+def test_images_know_nothing_of_docker(name: str) -> None:
+    """labkit.docker imports the images, not the reverse."""
+    assert not {i for i in _imports(name) if _in(i, "labkit.docker")}
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if _in(n, "labkit.runtime")))
-def test_runtime_imports_no_front_end(name: str) -> None:
-    wrong = {i for i in _labkit(_imports(name)) if _in(i, *FRONT_ENDS)}
-    assert wrong == set(), f"{name} imports a front end: {sorted(wrong)}"
+def _runs_docker(node: ast.AST) -> bool:
+    """A list or tuple literal that starts with "docker": an argv for the docker CLI."""
+    return (
+        isinstance(node, ast.List | ast.Tuple)
+        and bool(node.elts)
+        and isinstance(node.elts[0], ast.Constant)
+        and node.elts[0].value == "docker"
+    )
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if not _in(n, *FRONT_ENDS)))
-def test_nothing_below_the_front_ends_imports_one(name: str) -> None:
-    wrong = {i for i in _labkit(_imports(name)) if _in(i, *FRONT_ENDS)}
-    assert wrong == set(), f"{name} imports a front end: {sorted(wrong)}"
-
-
-def test_the_helper_and_supervisor_need_only_the_stdlib() -> None:
-    """The helper is a fresh interpreter per container: third-party imports cost start-up."""
-    for name in ("labkit.runtime.helper", "labkit.runtime.spawn", "labkit.runtime.spec"):
-        assert _third_party(_imports(name)) == set(), name
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n != "labkit.docker"))
+def test_only_labkit_docker_runs_the_docker_cli(name: str) -> None:
+    tree = ast.parse(MODULES[name].read_text())
+    lines = sorted(node.lineno for node in ast.walk(tree) if _runs_docker(node))
+    assert lines == [], f"{name} builds a docker command line (use labkit.docker): {lines}"
 
 
 def test_the_import_resolver_itself() -> None:
     """The checks above are only as good as _imports: it must see lazy and relative imports."""
     imports = _imports("labkit.cli")
     assert "labkit.errors" in imports
-    assert "labkit.runtime.spawn" in imports  # imported inside _cmd_run
+    assert "labkit.runtime.supervisor" in imports  # imported inside _cmd_run
     assert "labkit.kernel.namespaces" in imports
     assert "argparse" in imports
     assert {"labkit.kernel.syscalls"} <= _imports("labkit.kernel.rootfs")
+    assert layer_of("labkit.kernel.cgroups") == layer_of("labkit.kernel.syscalls") == 1
+    assert layer_of("labkit") == 0 and layer_of("labkit.lab.compare") == 4

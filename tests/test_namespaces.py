@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,8 @@ def test_parse_kinds_rejects_unknown_names_with_a_fix(text: str) -> None:
     assert repr(text.split(",")[-1]) in err.problem
     for kind in KINDS:
         assert kind in err.fix
-    assert "none" in err.fix
-    assert str(err) == f"{err.problem} (fix: {err.fix})"
+    assert "none" in err.fix and "{ns}" in err.fix
+    assert err.render({"ns": "--ns"}) == f"{err.problem} (fix: {err.fix.replace('{ns}', '--ns')})"
 
 
 def test_clone_flags() -> None:
@@ -142,6 +143,17 @@ def test_list_namespaces_of_some_kinds(container) -> None:
 
 # -- entering ----------------------------------------------------------------------------------
 
+
+@pytest.fixture
+def canary(tmp_path: Path) -> tuple[Path, str]:
+    """A host file with a random marker: what shows whether the host's filesystem is in view,
+    instead of a real host file, so nothing of the host's reaches a log."""
+    marker = f"labkit-canary-{secrets.token_hex(8)}"
+    path = tmp_path / "canary"
+    path.write_text(marker + "\n")
+    return path, marker
+
+
 _ENTER = """
     from labkit.kernel import namespaces
     namespaces.enter({pid}, {kinds!r})
@@ -152,6 +164,7 @@ _ENTER = """
         os.close(r)
         facts = {{"hostname": socket.gethostname(), "os_release": open("/etc/os-release").read(),
                  "pid": os.getpid(), "proc": sorted(p for p in os.listdir("/proc") if p.isdigit()),
+                 "canary": open({canary!r}).read() if os.path.exists({canary!r}) else None,
                  "ns": {{k: os.stat("/proc/self/ns/" + k).st_ino for k in {kinds!r}}}}}
         os.write(w, json.dumps(facts).encode())
         os._exit(0)
@@ -164,11 +177,14 @@ _ENTER = """
 """
 
 
-def test_enter_uts_mnt_pid_of_a_running_container(lab, container, busybox_rootfs: Path) -> None:
-    out = lab.py(_ENTER.format(pid=container.pid, kinds=["uts", "mnt", "pid"]))
+def test_enter_uts_mnt_pid_of_a_running_container(
+    lab, container, busybox_rootfs: Path, canary
+) -> None:
+    path, _ = canary
+    out = lab.py(_ENTER.format(pid=container.pid, kinds=["uts", "mnt", "pid"], canary=str(path)))
     assert out["hostname"] == HOSTNAME
     assert out["os_release"] == (busybox_rootfs / "etc" / "os-release").read_text()
-    assert out["os_release"] != Path("/etc/os-release").read_text()
+    assert out["canary"] is None, "the host's files are still in view"
     # In the container's PID namespace the sleeper is PID 1 and we are another small number;
     # its /proc (we see the container's mounts) lists just the two of us.
     assert 1 < out["pid"] < 100
@@ -177,15 +193,18 @@ def test_enter_uts_mnt_pid_of_a_running_container(lab, container, busybox_rootfs
         assert out["ns"][kind] == namespaces.inode(container.pid, kind)
 
 
-def test_enter_uts_only_keeps_the_host_filesystem(lab, container) -> None:
-    out = lab.py(_ENTER.format(pid=container.pid, kinds=["uts"]))
+def test_enter_uts_only_keeps_the_host_filesystem(lab, container, canary) -> None:
+    path, marker = canary
+    out = lab.py(_ENTER.format(pid=container.pid, kinds=["uts"], canary=str(path)))
     assert out["hostname"] == HOSTNAME
-    assert out["os_release"] == Path("/etc/os-release").read_text()
+    assert out["canary"] == marker + "\n"
     assert out["pid"] > 1 and str(os.getpid()) in out["proc"]
 
 
-def test_enter_a_user_namespace_container(lab, userns_container) -> None:
-    out = lab.py(_ENTER.format(pid=userns_container.pid, kinds=["user", "uts", "mnt", "pid"]))
+def test_enter_a_user_namespace_container(lab, userns_container, canary) -> None:
+    kinds = ["user", "uts", "mnt", "pid"]
+    out = lab.py(_ENTER.format(pid=userns_container.pid, kinds=kinds, canary=str(canary[0])))
+    assert out["canary"] is None
     assert out["os_release"].startswith('NAME="labkit busybox"')
     assert out["ns"]["user"] == namespaces.inode(userns_container.pid, "user")
 

@@ -6,7 +6,6 @@ a temp dir, so it never touches what teammates or notebooks have running in the 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,8 @@ import pytest
 
 from labkit import paths, reset
 from labkit.kernel import mounts, syscalls
-from labkit.runtime.state import process_start_time
+from labkit.kernel.procfs import ProcessRef, boot_id, start_time
+from labkit.runtime.records import Record
 
 
 def _mounted(path: Path) -> bool:
@@ -47,12 +47,14 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     mounts.remove_tree(run)
 
 
-def _record(run: Path, cid: str, pid: int, start_time: int, argv: list[str]) -> Path:
-    rec = run / "containers" / f"{cid}.json"
-    rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps({"id": cid, "pid": pid, "start_time": start_time, "argv": argv,
-                               "rootfs": "/nonexistent"}))  # fmt: skip
-    return rec
+def _record(state: Path, name: str, pid: int, started: int, argv: list[str]) -> Path:
+    """A record as the supervisor writes it, for a container whose PID 1 is ``pid``."""
+    directory = state / "containers" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    record = Record(name, name, {"argv": argv}, None, status="running")
+    record.process = ProcessRef(pid, started, boot_id())
+    record.save()
+    return directory
 
 
 def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
@@ -61,13 +63,13 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     victim = subprocess.Popen(["sleep", "60"])
     bystander = subprocess.Popen(["sleep", "60"])
     procs += [victim, bystander]
-    live = _record(run, "live", victim.pid, process_start_time(victim.pid), ["sleep", "60"])
+    live = _record(state, "live", victim.pid, start_time(victim.pid), ["sleep", "60"])
     # a stale record: its process exited long ago
-    done = subprocess.run(["true"])
-    assert done.returncode == 0
-    gone = _record(run, "gone", 999_999_999, 12345, ["true"])
+    gone = _record(state, "gone", 999_999_999, 12345, ["true"])
     # pid reuse: a record naming the bystander's pid with another start time must not kill it
-    reused = _record(run, "reused", bystander.pid, process_start_time(bystander.pid) + 1, [])
+    reused = _record(state, "reused", bystander.pid, start_time(bystander.pid) + 1, [])
+    # a container directory whose record cannot be read (a crash while it was first written)
+    (state / "containers" / "broken").mkdir()
     # (b) mounts inside labkit dirs, nested, plus one outside that must survive
     inner = run / "c1" / "rootfs"
     _mount_tmpfs(inner)
@@ -78,14 +80,13 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     # (c) an interrupted image build; and a finished image, which is data and must stay
     (state / "images" / ".tmp-busybox-424242" / "rootfs").mkdir(parents=True)
     (state / "images" / "busybox" / "rootfs").mkdir(parents=True)
-    # (d) a stray file among the records goes; a file under RUN_DIR that belongs to another
-    #     labkit process (JupyterLab's pid file, the VM harness's results) stays
-    (run / "containers" / "stray.sock").write_text("")
+    # (d) a file under RUN_DIR that belongs to another labkit process (JupyterLab's pid file,
+    #     the VM harness's results) stays
     (run / "jupyter.pid").write_text("1\n")
 
     kinds = {(i.kind, i.name) for i in reset.plan()}
-    assert ("container", "live") in kinds
-    assert ("record", "gone") in kinds and ("record", "reused") in kinds
+    assert {("container", "live"), ("container", "gone"), ("container", "reused")} <= kinds
+    assert ("record", "broken") in kinds
     assert ("mount", str(inner / "proc")) in kinds
     assert ("mount", str(outside)) not in kinds
     assert ("image-tmp", ".tmp-busybox-424242") in kinds
@@ -99,13 +100,12 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     assert reset.main() == 0
     assert victim.wait(timeout=5) == -9
     assert bystander.poll() is None, "an unrecorded / reused-pid process was killed"
-    for rec in (live, gone, reused):
+    for rec in (live, gone, reused, state / "containers" / "broken"):
         assert not rec.exists()
     assert not mounts.mounts_under(run) and not mounts.mounts_under(state)
     assert _mounted(outside), "a mount outside labkit's dirs was touched"
     assert not (state / "images" / ".tmp-busybox-424242").exists()
     assert (state / "images" / "busybox" / "rootfs").is_dir(), "images are data: kept"
-    assert not (run / "containers" / "stray.sock").exists()
     assert (run / "jupyter.pid").exists(), "a file reset does not own was removed"
     assert reset.plan() == []
 
@@ -124,11 +124,11 @@ def test_images_only_go_with_the_images_flag(dirs: dict) -> None:
 
 def test_module_entry_point_dry_run(dirs: dict) -> None:
     env = dict(os.environ, LABKIT_RUN_DIR=str(dirs["run"]), LABKIT_STATE_DIR=str(dirs["state"]))
-    _record(dirs["run"], "gone", 999_999_999, 1, [])
+    gone = _record(dirs["state"], "gone", 999_999_999, 1, [])
     res = subprocess.run(
         [sys.executable, "-m", "labkit.reset", "--dry-run"],
         capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "would remove record" in res.stdout and "gone" in res.stdout
-    assert (dirs["run"] / "containers" / "gone.json").exists()
+    assert "would remove container" in res.stdout and "gone" in res.stdout
+    assert gone.exists()

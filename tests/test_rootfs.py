@@ -8,17 +8,18 @@ namespace. Tests that change a rootfs use a private copy (``rootfs_copy``).
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import labkit_mounts, wait_until
+from conftest import wait_until
 
+from labkit.kernel.mounts import mounts_under
 from labkit.kernel.rootfs import DEV_SYMLINKS, DEVICES
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
-HOST_OS_RELEASE = Path("/etc/os-release").read_text()
 DEV_DIRS = {"pts", "shm", "mqueue"}
 EXPECTED_DEV = {d.name for d in DEVICES} | set(DEV_SYMLINKS) | DEV_DIRS
 
@@ -36,6 +37,16 @@ def _stat_lines(text: str) -> dict[str, tuple[str, str, int, int]]:
 
 def _busybox_os_release(rootfs: Path) -> str:
     return (rootfs / "etc" / "os-release").read_text()
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> tuple[Path, str]:
+    """A host file with a random marker, outside every rootfs: what an escape proves it can
+    read. Never a real host file, so nothing of the host's reaches a log."""
+    marker = f"labkit-canary-{secrets.token_hex(8)}"
+    path = tmp_path / "canary"
+    path.write_text(marker + "\n")
+    return path, marker
 
 
 # -- /dev ----------------------------------------------------------------------------------------
@@ -139,7 +150,7 @@ def test_only_the_container_mounts_are_visible_after_pivot_root(lab) -> None:
     """The old root was unmounted: nothing of the host's mount table is left inside."""
     done = lab.sh("cut -d' ' -f5 /proc/self/mountinfo")
     assert sorted(done.stdout.split()) == sorted(
-        ["/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"]
+        ["/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/tmp", "/run"]
     )
 
 
@@ -180,9 +191,7 @@ def shared_dir(busybox_rootfs: Path):
 
 
 def _mounts_under(d: Path) -> list[str]:
-    return [
-        m.split(" on ", 1)[1] for m in labkit_mounts() if m.split(" on ", 1)[1].startswith(str(d))
-    ]
+    return mounts_under(d)
 
 
 def test_container_mounts_do_not_propagate_even_from_a_shared_mount(lab, shared_dir: Path) -> None:
@@ -216,27 +225,29 @@ def test_container_mounts_do_not_propagate_even_from_a_shared_mount(lab, shared_
 # -- chroot and its escape -----------------------------------------------------------------------
 
 
-def test_chroot_escape_works_under_chroot(lab, busybox_rootfs: Path) -> None:
+def test_chroot_escape_works_under_chroot(lab, busybox_rootfs: Path, canary) -> None:
+    path, marker = canary
     done = lab.run(
         "cat",
-        "/etc/os-release",
+        str(path),
         opts=("--ns", "none", "--isolation", "chroot", "--try-escape"),
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == HOST_OS_RELEASE
+    assert done.stdout == marker + "\n"
     assert not (busybox_rootfs / "labkit-escape").exists()
 
 
 def test_chroot_escape_works_under_chroot_even_with_a_mount_namespace(
-    lab, busybox_rootfs: Path
+    lab, busybox_rootfs: Path, canary
 ) -> None:
+    path, marker = canary
     done = lab.run(
         "cat",
-        "/etc/os-release",
+        str(path),
         opts=("--isolation", "chroot", "--try-escape"),
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == HOST_OS_RELEASE
+    assert done.stdout == marker + "\n"
     assert not (busybox_rootfs / "labkit-escape").exists()
 
 
@@ -247,19 +258,22 @@ def test_chroot_escape_fails_under_pivot_root(lab, busybox_rootfs: Path) -> None
     assert not (busybox_rootfs / "labkit-escape").exists()
 
 
-def test_chroot_into_and_escape_at_kernel_level(lab, rootfs_copy: Path) -> None:
+def test_chroot_into_and_escape_at_kernel_level(lab, rootfs_copy: Path, canary) -> None:
+    path, marker = canary
     out = lab.py(f"""
         from labkit.kernel import rootfs
         rootfs.chroot_into({str(rootfs_copy)!r})
         inside = open("/etc/os-release").read()
         cwd = os.getcwd()
+        seen_inside = os.path.exists({str(path)!r})
         rootfs.chroot_escape()
-        emit(inside=inside, cwd=cwd, escaped=open("/etc/os-release").read())
+        emit(inside=inside, cwd=cwd, seen_inside=seen_inside, escaped=open({str(path)!r}).read())
     """)
     assert out["inside"] == _busybox_os_release(rootfs_copy)
     assert out["cwd"] == "/"
-    assert out["escaped"] == HOST_OS_RELEASE
-    assert (rootfs_copy / "labkit-escape").is_dir()  # the kernel call leaves it; the runtime tidies
+    assert out["seen_inside"] is False
+    assert out["escaped"] == marker + "\n"
+    assert (rootfs_copy / "tmp/labkit-escape").is_dir()  # made where a container may write
 
 
 def test_pivot_into_at_kernel_level(lab, rootfs_copy: Path) -> None:
@@ -316,7 +330,7 @@ def test_a_symlinked_mount_point_in_the_rootfs_is_refused(lab, rootfs_copy: Path
     (rootfs_copy / name).symlink_to(decoy)
     done = lab.run("true", opts=("--rootfs", str(rootfs_copy)))
     assert done.returncode == 125
-    assert "refusing to mount on" in done.stderr and "symlink" in done.stderr
+    assert "refusing to mount on" in done.stderr and "a symlink" in done.stderr
     assert done.stderr.startswith("labkit: ") and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
     assert list(decoy.iterdir()) == []

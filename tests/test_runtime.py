@@ -1,7 +1,7 @@
-"""labkit.runtime: the spec, its validation, the records, and spawn/helper seen from a supervisor.
+"""labkit.runtime: the spec, its validation, the records, and the supervisor and helper.
 
-``spawn.start`` makes its caller a child subreaper, so it only ever runs in a child
-interpreter here (``lab.py``), never in pytest.
+A ``Supervisor`` makes its caller a child subreaper and takes over signal handlers, so it
+only ever runs in a child interpreter here (``lab.py``), never in pytest.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import container_records, session_processes, wait_until
+from conftest import wait_until
 
 from labkit.errors import LabkitError
 from labkit.kernel.namespaces import DOCKER_DEFAULT
-from labkit.runtime import spawn, state
+from labkit.kernel.procfs import ProcessRef
+from labkit.runtime import records
 from labkit.runtime.spec import DEFAULT_PATH, ContainerSpec, new_id
 
 pytestmark = pytest.mark.usefixtures("needs_root")
@@ -32,7 +33,9 @@ def test_spec_defaults_are_dockers() -> None:
     assert set(spec.namespaces) == DOCKER_DEFAULT
     assert spec.isolation == "pivot_root"
     assert spec.workdir == "/"
-    assert re.fullmatch(r"[0-9a-f]{12}", spec.id)
+    assert re.fullmatch(r"[0-9a-f]{64}", spec.id)  # Docker's: 64 hex digits, 12 shown
+    assert spec.name == spec.short_id == spec.id[:12]
+    assert (spec.interactive, spec.tty) == (False, False)
     assert new_id() != new_id()
 
 
@@ -52,8 +55,10 @@ def test_spec_json_round_trip() -> None:
 
 def test_spec_environment_and_hostname() -> None:
     spec = ContainerSpec(rootfs="/r", argv=["sh"], env={"PATH": "/bin", "X": "y"})
-    assert spec.effective_hostname() == spec.id
-    assert spec.environment() == {"PATH": "/bin", "HOME": "/root", "HOSTNAME": spec.id, "X": "y"}
+    assert spec.effective_hostname() == spec.short_id  # as Docker: the short id
+    short = spec.short_id
+    assert spec.environment() == {"PATH": "/bin", "HOME": "/root", "HOSTNAME": short, "X": "y"}
+    assert ContainerSpec(rootfs="/r", argv=["sh"], tty=True).environment()["TERM"] == "xterm"
     spec.hostname = "box"
     assert spec.environment()["HOSTNAME"] == "box"
     no_uts = ContainerSpec(rootfs="/r", argv=["sh"], namespaces=["mnt"])
@@ -64,13 +69,18 @@ def test_spec_environment_and_hostname() -> None:
 def test_a_valid_spec_validates(busybox_rootfs: Path) -> None:
     ContainerSpec(rootfs=str(busybox_rootfs), argv=["true"]).validate()
     ContainerSpec(
-        rootfs=str(busybox_rootfs), argv=["true"], namespaces=[], isolation="chroot"
+        rootfs=str(busybox_rootfs), argv=["true"], namespaces=[], isolation="chroot", image="bb"
     ).validate()
+    with pytest.raises(LabkitError, match="inside labkit's image store"):
+        # an image's directory given as a plain rootfs, with no mount namespace to protect it
+        ContainerSpec(
+            rootfs=str(busybox_rootfs), argv=["true"], namespaces=[], isolation="chroot"
+        ).validate()
 
 
 def _invalid_specs() -> list:
     return [
-        pytest.param(dict(argv=[]), ("no command",), ("--",), id="empty-argv"),
+        pytest.param(dict(argv=[]), ("no command",), ("{command}",), id="empty-argv"),
         pytest.param(dict(namespaces=["uts", "bogus"]), ("bogus",), ("uts",), id="unknown-ns"),
         pytest.param(dict(isolation="jail"), ("jail",), ("chroot",), id="unknown-isolation"),
         pytest.param(
@@ -81,8 +91,8 @@ def _invalid_specs() -> list:
         ),
         pytest.param(
             dict(namespaces=["mnt"], hostname="h"),
-            ("--hostname", "UTS"),
-            ("uts",),
+            ("hostname", "UTS"),
+            ("uts", "{hostname}"),
             id="hostname-without-uts",
         ),
         pytest.param(
@@ -94,13 +104,20 @@ def _invalid_specs() -> list:
         pytest.param(
             dict(rootfs="/nonexistent/labkit-rootfs"),
             ("does not exist",),
-            ("--rootfs", "labkit images ls"),
+            ("{rootfs}", "{images_ls}"),
             id="missing-rootfs",
         ),
         pytest.param(dict(rootfs="/"), ("host's own /",), ("rootfs",), id="rootfs-is-slash"),
         pytest.param(
-            dict(workdir="tmp"), ("workdir", "absolute"), ("--workdir",), id="relative-workdir"
+            dict(workdir="tmp"), ("workdir", "absolute"), ("{workdir}",), id="relative-workdir"
         ),
+        pytest.param(
+            dict(namespaces=["uts"], isolation="chroot", tty=True),
+            ("terminal", "mount namespace"),
+            ("mnt", "{tty}"),
+            id="tty-without-mnt",
+        ),
+        pytest.param(dict(name="-bad"), ("-bad",), ("{name}",), id="bad-name"),
     ]
 
 
@@ -160,127 +177,136 @@ def test_validate_resolves_a_symlink_to_slash(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_cli_refuses_a_bad_spec_and_creates_nothing(lab, busybox_rootfs, args, words) -> None:
-    run_dir = Path(f"/run/labkit/test-validate-{os.getpid()}")
-    assert not run_dir.exists()
-    records, processes = container_records(), session_processes()
-    done = lab.cli("run", *args, env={"LABKIT_RUN_DIR": str(run_dir)})
+def test_cli_refuses_a_bad_spec_and_creates_nothing(
+    lab, busybox_rootfs, tmp_path, args, words
+) -> None:
+    state = tmp_path / "state"  # a state dir of its own: anything created would show here
+    if "--image" not in args and "--rootfs" not in args:
+        args = ("--rootfs", str(busybox_rootfs), *args)
+    done = lab.cli("run", *args, env={"LABKIT_STATE_DIR": str(state)})
     assert done.returncode == 125, done.stderr
     assert done.stdout == ""
     assert done.stderr.startswith("labkit: ") and done.stderr.count("\n") == 1
     assert "(fix: " in done.stderr and done.stderr.endswith(")\n")
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "{" not in done.stderr
     for word in words:
         assert word in done.stderr
-    assert not run_dir.exists(), "a refused spec created the run dir"
-    assert container_records() == records
-    assert session_processes() <= processes
+    assert not state.exists(), "a refused spec created state"
 
 
 def test_cli_with_an_unbuilt_image_says_how_to_build_it(lab, tmp_path: Path) -> None:
     done = lab.cli("run", "--", "true", env={"LABKIT_STATE_DIR": str(tmp_path / "empty")})
     assert done.returncode == 125
     assert done.stderr == (
-        "labkit: image 'busybox' is not built (fix: run: labkit images build busybox)\n"
+        "labkit: image 'busybox' is not built (fix: build it: labkit images build busybox)\n"
     )
     assert not (tmp_path / "empty").exists()
+
+
+def test_an_empty_rootfs_is_refused_and_left_empty(lab, tmp_path: Path) -> None:
+    """labkit never creates anything inside a root filesystem it was given."""
+    empty = tmp_path / "empty-root"
+    empty.mkdir()
+    done = lab.cli("run", "--rootfs", str(empty), "--", "true")
+    assert done.returncode == 125
+    assert "has no proc, sys, dev directories" in done.stderr
+    assert f"mkdir {empty}/proc {empty}/sys {empty}/dev" in done.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_an_unreadable_rootfs_says_so_not_run_as_root(lab, tmp_path: Path) -> None:
+    """Root told to run as root is no help: the errno decides the fix."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    done = lab.cli("run", "--rootfs", str(locked / "root"), "--", "true", user=65534)
+    assert done.returncode == 125
+    assert "run it as root" in done.stderr or "must run as root" in done.stderr
+    as_root = lab.cli("run", "--rootfs", "/proc/1/root", "--", "true")
+    assert as_root.returncode == 125
+    assert "run as root" not in as_root.stderr and "Traceback" not in as_root.stderr
 
 
 # -- records -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from labkit import paths
 
-    monkeypatch.setattr(paths, "RUN_DIR", tmp_path / "run")
-    return tmp_path / "run"
+    monkeypatch.setattr(paths, "STATE_DIR", tmp_path / "state")
+    return tmp_path / "state"
 
 
-def test_records_round_trip(run_dir: Path) -> None:
-    sleeper = subprocess.Popen(["sleep", "1000"])
-    try:
-        path = state.write_record("abc123", sleeper.pid, ["sleep", "1000"], "/r")
-        assert path == run_dir / "containers" / "abc123.json"
-        assert not list(path.parent.glob("*.tmp"))
-        (record,) = state.list_records()
-        assert record["pid"] == sleeper.pid and record["argv"] == ["sleep", "1000"]
-        assert state.is_alive(record)
-        assert not state.is_alive({**record, "start_time": record["start_time"] + 1})
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert not state.is_alive(record)
-    (run_dir / "containers" / "broken.json").write_text("{not json")
-    assert [r["id"] for r in state.list_records()] == ["abc123"]
-    state.remove_record("abc123")
-    state.remove_record("abc123")  # twice is fine
-    assert state.list_records() == []
+def _me() -> ProcessRef:
+    ref = ProcessRef.of(os.getpid())
+    assert ref is not None
+    return ref
+
+
+def test_records_round_trip(state_dir: Path) -> None:
+    record = records.claim("a" * 64, "web", {"argv": ["sleep", "1"]}, _me())
+    path = state_dir / "containers" / ("a" * 64) / "record.json"
+    assert path.is_file() and record.status == "creating"
+    assert not list(path.parent.glob("*.tmp"))
+    record.process, record.status = _me(), "running"
+    record.save()
+    (loaded,) = records.all_records()
+    assert loaded == record and loaded.is_running() and loaded.is_supervised()
+    (path.parent.parent / ("b" * 64)).mkdir()  # a directory without a readable record
+    (path.parent.parent / ("b" * 64) / "record.json").write_text("{not json")
+    assert [r.id for r in records.all_records()] == ["a" * 64]
+    assert len(records.directories()) == 2
+    records.remove("a" * 64)
+    records.remove("a" * 64)  # twice is fine
+    assert [d.name for d in records.directories()] == ["b" * 64]
+
+
+def test_a_name_in_use_is_a_conflict_and_a_stale_one_is_reclaimed(state_dir: Path) -> None:
+    first = records.claim("a" * 64, "web", {}, _me())
+    with pytest.raises(LabkitError, match="Conflict. The container name 'web' is already in use"):
+        records.claim("b" * 64, "web", {}, _me())
+    dead = subprocess.Popen(["true"])
+    ref = ProcessRef.of(dead.pid)
+    dead.wait()
+    first.supervisor = ref  # its supervisor is gone and it never ran: a crash's leftover
+    first.save()
+    again = records.claim("c" * 64, "web", {}, _me())
+    assert [r.id for r in records.all_records()] == [again.id]
+
+
+def test_a_record_from_an_earlier_boot_is_not_running(state_dir: Path) -> None:
+    record = records.claim("a" * 64, "web", {}, _me())
+    record.process = _me()._replace(boot_id="00000000-0000-0000-0000-000000000000")
+    assert not record.is_running()
+    assert records.Record.from_dict(json.loads(json.dumps(record.__dict__))) == record
 
 
 def test_a_zombie_is_not_alive() -> None:
     child = subprocess.Popen(["true"])
     try:
-        record = {"pid": child.pid, "start_time": state.process_start_time(child.pid)}
-        assert wait_until(lambda: (state.stat_fields(child.pid) or ["Z"])[0] == "Z")
-        assert state.process_start_time(child.pid) == record["start_time"]  # not reaped yet
-        assert not state.is_alive(record)
+        ref = ProcessRef.of(child.pid)
+        assert ref is not None
+        assert wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().split()[2] == "Z")
+        assert not ref.is_alive()
     finally:
         child.wait()
-    assert state.stat_fields(child.pid) is None
+    assert ProcessRef.of(child.pid) is None
 
 
-def test_list_records_without_a_dir(run_dir: Path) -> None:
-    assert state.list_records() == []
+def test_list_records_without_a_dir(state_dir: Path) -> None:
+    assert records.all_records() == [] and records.directories() == []
 
 
-def test_process_start_time_parses_odd_command_names(tmp_path: Path) -> None:
-    odd = tmp_path / "a) b (c"
-    odd.symlink_to("/bin/sleep")
-    plain = subprocess.Popen(["sleep", "1000"])
-    weird = subprocess.Popen([str(odd), "1000"])
-    try:
-        comm = Path(f"/proc/{weird.pid}/comm")
-        assert wait_until(lambda: comm.read_text().strip() == "a) b (c")
-        t_plain, t_weird = state.process_start_time(plain.pid), state.process_start_time(weird.pid)
-        ticks = os.sysconf("SC_CLK_TCK")
-        assert 0 <= t_weird - t_plain < 10 * ticks
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        assert abs(t_weird / ticks - uptime) < 10
-    finally:
-        for p in (plain, weird):
-            p.kill()
-            p.wait()
-    assert state.process_start_time(plain.pid) is None
+# -- the supervisor and the helper, driven from a child interpreter ------------------------------
 
-
-# -- exit codes ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("script", "expected"),
-    [
-        ("exit 0", 0),
-        ("exit 3", 3),
-        ("exit 255", 255),
-        ("kill -TERM $$", 143),
-        ("kill -KILL $$", 137),
-    ],
-)
-def test_exit_code_from_a_real_wait_status(script: str, expected: int) -> None:
-    pid = os.posix_spawnp("sh", ["sh", "-c", script], os.environ)
-    _, status = os.waitpid(pid, 0)
-    assert spawn.exit_code(status) == expected
-
-
-# -- spawn and helper, driven from a child interpreter -------------------------------------------
-
-_SPAWN = """
+_START = """
     import signal
-    from labkit.runtime import spawn
+    from labkit.runtime.supervisor import Supervisor
     from labkit.runtime.spec import ContainerSpec
+    from labkit.runtime import records
     spec = ContainerSpec(**{spec!r})
-    c = spawn.start(spec)
+    sup = Supervisor()
+    c = sup.start(spec)
     def ppid(pid):
         try:
             return int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
@@ -291,46 +317,52 @@ _SPAWN = """
             return open(f"/proc/{{pid}}/cmdline", "rb").read().split(b"\\0")[0].decode()
         except OSError:
             return None
+    record = records.load(c.record.directory)
     facts = dict(pid=c.pid, me=os.getpid(), ppid=ppid(c.pid), argv0=cmdline(c.pid),
-                 events=c.events, direct=c._popen is not None,
-                 record=os.path.exists(f"/run/labkit/containers/{{spec.id}}.json"))
+                 events=c.events, status=record.status if record else None,
+                 record_pid=record.pid if record else None,
+                 supervisor=list(record.supervisor) if record else None)
     if {kill}:
         c.signal(signal.SIGKILL)
-    code = c.wait()
-    emit(code=code, error=c.error, record_after=os.path.exists(
-        f"/run/labkit/containers/{{spec.id}}.json"), **facts)
+    code = sup.wait(c)
+    emit(code=code, error=c.error, record_after=c.record.directory.exists(), **facts)
 """
 
 
-def _spawn(lab, busybox_rootfs: Path, kill: bool = False, **fields) -> dict:
+def _start(lab, busybox_rootfs: Path, kill: bool = False, **fields) -> dict:
     spec = {"rootfs": str(busybox_rootfs), "argv": ["true"], **fields}
-    return lab.py(_SPAWN.format(spec=spec, kill=kill))
+    return lab.py(_START.format(spec=spec, kill=kill))
 
 
-def test_spawn_default_namespaces(lab, busybox_rootfs: Path) -> None:
-    out = _spawn(lab, busybox_rootfs, kill=True, argv=["sleep", "1000"])
-    # The helper forked into the PID namespace and exited; we (a subreaper) adopted the child.
+def test_start_with_default_namespaces(lab, busybox_rootfs: Path) -> None:
+    out = _start(lab, busybox_rootfs, kill=True, argv=["sleep", "1000"])
+    # The helper forked into the PID namespace and exited; we (a subreaper) adopted PID 1.
     assert out["ppid"] == out["me"]
     assert out["argv0"] == "sleep"
-    assert not out["direct"]
-    started = out["events"][0]
-    assert started["event"] == "started" and started["pid"] == out["pid"]
-    assert started["forker"] != out["pid"]
-    assert out["record"] and not out["record_after"]
+    created = out["events"][0]
+    assert created["event"] == "created" and created["pid"] == out["pid"]
+    assert created["forker"] != out["pid"]
+    assert out["status"] == "running" and out["record_pid"] == out["pid"]
+    assert out["supervisor"][0] == out["me"], "the record names the supervisor that started it"
+    assert not out["record_after"]
     assert out["code"] == 137 and out["error"] is None
 
 
-def test_spawn_without_pid_namespace_execs_the_helper_itself(lab, busybox_rootfs: Path) -> None:
-    out = _spawn(
-        lab, busybox_rootfs, argv=["sh", "-c", "exit 7"], namespaces=[], isolation="chroot"
+def test_start_without_a_pid_namespace_execs_the_helper_itself(lab, busybox_rootfs) -> None:
+    out = _start(
+        lab,
+        busybox_rootfs,
+        argv=["sh", "-c", "exit 7"],
+        namespaces=[],
+        isolation="chroot",
+        image="busybox",
     )
-    assert out["direct"]
-    assert out["events"] == [{"event": "started", "pid": out["pid"], "forker": out["pid"]}]
+    assert out["events"] == [{"event": "created", "pid": out["pid"], "forker": out["pid"]}]
     assert out["code"] == 7
 
 
-def test_spawn_with_a_user_namespace(lab, busybox_rootfs: Path) -> None:
-    out = _spawn(
+def test_start_with_a_user_namespace(lab, busybox_rootfs: Path) -> None:
+    out = _start(
         lab,
         busybox_rootfs,
         kill=True,
@@ -351,12 +383,13 @@ def test_spawn_with_a_user_namespace(lab, busybox_rootfs: Path) -> None:
             "ENOENT",
             "exec labkit-nosuch: executable file not found in $PATH",
         ),
+        ([""], 127, "ENOENT", 'exec "": executable file not found in $PATH'),
         (["/etc/passwd"], 126, "EACCES", "exec /etc/passwd: permission denied"),
         (["/tmp"], 126, "EACCES", "exec /tmp: permission denied"),
     ],
 )
-def test_spawn_reports_exec_failures(lab, busybox_rootfs, argv, code, errno_name, message) -> None:
-    out = _spawn(lab, busybox_rootfs, argv=argv)
+def test_exec_failures_are_reported(lab, busybox_rootfs, argv, code, errno_name, message) -> None:
+    out = _start(lab, busybox_rootfs, argv=argv)
     assert out["code"] == code
     fix = out["error"].pop("fix")
     assert fix, "every error carries a fix"
@@ -370,21 +403,22 @@ def test_spawn_reports_exec_failures(lab, busybox_rootfs, argv, code, errno_name
     assert not out["record_after"]
 
 
-def test_spawn_reports_a_setup_failure(lab, busybox_rootfs: Path) -> None:
-    out = _spawn(lab, busybox_rootfs, workdir="/labkit-no-such-dir")
+def test_a_setup_failure_names_its_stage(lab, busybox_rootfs: Path) -> None:
+    out = _start(lab, busybox_rootfs, workdir="/labkit-no-such-dir")
     assert out["code"] == 125
     assert out["error"]["stage"] == "workdir"
     assert out["error"]["errno"] == "ENOENT"
+    assert "{workdir}" in out["error"]["fix"]
 
 
-def test_spawn_refuses_when_not_root(lab, busybox_rootfs: Path) -> None:
+def test_start_refuses_when_not_root(lab, busybox_rootfs: Path) -> None:
     out = lab.py(
         f"""
         from labkit.errors import LabkitError
-        from labkit.runtime import spawn
+        from labkit.runtime.supervisor import Supervisor
         from labkit.runtime.spec import ContainerSpec
         try:
-            spawn.start(ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["true"]))
+            Supervisor().start(ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["true"]))
         except LabkitError as exc:
             emit(problem=exc.problem, fix=exc.fix)
         """,
@@ -405,8 +439,6 @@ def test_no_python_stays_behind_for_a_running_container(lab, busybox_rootfs: Pat
             if p.name.isdigit() and _ppid(p.name) == bg.proc.pid
         ]
         assert children == [str(bg.pid)]
-        helpers = [p for p in session_processes() if "labkit.runtime.helper" in p]
-        assert helpers == []
         time.sleep(0.1)
 
 
@@ -417,24 +449,26 @@ def _ppid(pid: str) -> int | None:
         return None
 
 
-def test_a_multithreaded_supervisor_starts_a_fresh_helper(lab, busybox_rootfs: Path) -> None:
-    """A supervisor with threads must not fork: it execs a fresh `python -I -S` helper."""
+def test_a_multithreaded_supervisor_spawns_a_fresh_helper(lab, busybox_rootfs: Path) -> None:
+    """A supervisor with threads must not fork: it spawns a fresh `python -I -S` helper."""
     out = lab.py(f"""
-        import subprocess, threading
-        from labkit.runtime import spawn
+        import threading
+        from labkit.runtime.supervisor import Supervisor
         from labkit.runtime.spec import ContainerSpec
         stop = threading.Event()
         worker = threading.Thread(target=stop.wait)
         worker.start()
-        seen = []
-        real_popen = subprocess.Popen
-        def spy(argv, *a, **kw):
+        seen, real_spawn, real_fork = [], os.posix_spawn, os.fork
+        def spy(path, argv, *a, **kw):
             seen.append(argv[:3])
-            return real_popen(argv, *a, **kw)
-        subprocess.Popen = spy
+            return real_spawn(path, argv, *a, **kw)
+        os.posix_spawn = spy
+        os.fork = lambda: (_ for _ in ()).throw(AssertionError("no fork expected"))
         try:
+            sup = Supervisor()
             spec = ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sh", "-c", "exit 9"])
-            code, container = spawn.run(spec)
+            c = sup.start(spec)
+            code = sup.wait(c)
         finally:
             stop.set()
             worker.join()
@@ -446,14 +480,37 @@ def test_a_multithreaded_supervisor_starts_a_fresh_helper(lab, busybox_rootfs: P
 
 def test_a_single_threaded_supervisor_forks_the_helper(lab, busybox_rootfs: Path) -> None:
     out = lab.py(f"""
-        import subprocess
-        from labkit.runtime import spawn
+        from labkit.runtime.supervisor import Supervisor
         from labkit.runtime.spec import ContainerSpec
         seen = []
-        subprocess.Popen = lambda *a, **kw: seen.append(a) or (_ for _ in ()).throw(
-            AssertionError("no Popen expected"))
-        spec = ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sh", "-c", "exit 8"])
-        code, container = spawn.run(spec)
-        emit(code=code, popen_calls=len(seen))
+        os.posix_spawn = lambda *a, **kw: seen.append(a) or (_ for _ in ()).throw(
+            AssertionError("no posix_spawn expected"))
+        sup = Supervisor()
+        c = sup.start(ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sh", "-c", "exit 8"]))
+        emit(code=sup.wait(c), spawn_calls=len(seen))
     """)
-    assert (out["code"], out["popen_calls"]) == (8, 0)
+    assert (out["code"], out["spawn_calls"]) == (8, 0)
+
+
+def test_one_supervisor_waits_for_many_containers(lab, busybox_rootfs: Path) -> None:
+    """Reaping by pidfd: three containers that end in the opposite order they started, and a
+    waitpid(-1)-free loop that gets every exit code right."""
+    out = lab.py(f"""
+        from labkit.runtime.supervisor import Supervisor
+        from labkit.runtime.spec import ContainerSpec
+        sup = Supervisor()
+        started = [
+            sup.start(ContainerSpec(rootfs={str(busybox_rootfs)!r},
+                                    argv=["sh", "-c", f"sleep 0.{{3 - n}}; exit {{n + 1}}"]))
+            for n in range(3)
+        ]
+        order = []
+        while len(order) < 3:
+            sup.step(1)
+            order += [c.spec.name for c in started if c.exit_code is not None
+                      and c.spec.name not in order]
+        emit(codes=[sup.wait(c) for c in started], order=order,
+             names=[c.spec.name for c in started])
+    """)
+    assert out["codes"] == [1, 2, 3]
+    assert out["order"] == list(reversed(out["names"]))

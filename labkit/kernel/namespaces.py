@@ -1,23 +1,35 @@
-"""Namespaces: what each kind isolates, how to see which ones a process is in, how to join.
+"""Namespaces: what each kind hides, how a process gets new ones, how to see and join them.
+
+A process gets new namespaces with one unshare(2) call, with two twists this module handles:
+
+* a new **PID namespace** only applies to the caller's *children*: the first child forked
+  afterwards is PID 1 there (``fork_pid1``);
+* a new **user namespace** starts with no uid or gid mapped, and only a process outside it
+  (with CAP_SETUID there) may write the child's ``uid_map``/``gid_map`` (``unshare_user``).
 
 A process's namespaces are the files under /proc/PID/ns. Two processes share a namespace
 exactly when those files have the same inode number, which is all ``lsns`` looks at, and
-all this module looks at too.
+all ``list_namespaces`` looks at too.
+
+The functions that change the calling process run in labkit's single-threaded helper
+process, never in a Jupyter kernel (a multithreaded process cannot unshare a user namespace
+and moves only one thread for the other kinds).
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from labkit.errors import LabkitError
-from labkit.kernel import syscalls
+from labkit.kernel import procfs, syscalls
+from labkit.kernel.stage import stage
 
 
-@dataclass(frozen=True)
-class Kind:
+class Kind(NamedTuple):
     """One namespace kind: its name in /proc/PID/ns, its clone flag, what it hides."""
 
     name: str
@@ -59,7 +71,7 @@ def parse_kinds(text: str) -> frozenset[str]:
         if name not in KINDS:
             raise LabkitError(
                 f"unknown namespace kind {word.strip()!r}",
-                fix="use a comma-separated list of " + ",".join(KINDS) + ", or 'none'",
+                fix="give {ns} a comma-separated list of " + ",".join(KINDS) + ", or none",
             )
         kinds.add(name)
     return frozenset(kinds)
@@ -73,9 +85,87 @@ def clone_flags(kinds: Iterable[str]) -> int:
     return flags
 
 
+# -- creating them (in the helper process) ------------------------------------------------------
+
+
+@stage("unshare", fix="check that this kernel has these namespace kinds: {doctor}")
+def unshare(kinds: Iterable[str]) -> None:
+    """New namespaces of every kind in ``kinds`` for the caller, in one unshare(2) call."""
+    flags = clone_flags(kinds)
+    if flags:
+        syscalls.unshare(flags)
+
+
+@stage("fork PID 1", fix="the host may be out of processes: check `ulimit -u` and pids.max")
+def fork_pid1(announce: Callable[[int], None]) -> None:
+    """Fork the process that will be PID 1 of the new PID namespace; return in it.
+
+    The parent stays in the old PID namespace: it calls ``announce`` with the child's PID as
+    the *host* sees it, and exits.
+    """
+    child = os.fork()
+    if child:
+        announce(child)
+        os._exit(0)
+
+
+@stage(
+    "user namespace",
+    fix="check that user namespaces are enabled (user.max_user_namespaces > 0): {doctor}",
+)
+def unshare_user(host_base: int, size: int) -> None:
+    """A new user namespace in which uid/gid 0..size-1 are host_base.. on the host.
+
+    Fork: the child unshares CLONE_NEWUSER and waits; the parent, still outside, writes the
+    child's uid_map and gid_map (as runc's nsexec does) and exits. Returns in the child, as
+    root of the new namespace.
+    """
+    ready_r, ready_w = os.pipe()
+    mapped_r, mapped_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(ready_r)
+        os.close(mapped_w)
+        syscalls.unshare(syscalls.CLONE_NEWUSER)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        if os.read(mapped_r, 1) != b"1":  # the parent failed and says why; go quietly
+            os._exit(125)
+        os.close(mapped_r)
+        os.setgid(0)
+        os.setuid(0)
+        return
+    os.close(ready_w)
+    os.close(mapped_r)
+    if os.read(ready_r, 1) != b"1":  # the child could not unshare: it reported why
+        os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+    try:
+        mapping = f"0 {host_base} {size}\n"
+        Path(f"/proc/{child}/uid_map").write_text(mapping)
+        Path(f"/proc/{child}/gid_map").write_text(mapping)
+    except OSError:
+        os.close(mapped_w)  # the child sees end of file and exits quietly
+        os.waitpid(child, 0)
+        raise
+    os.write(mapped_w, b"1")
+    os._exit(0)  # the child is on its own now (a subreaper above us adopts it)
+
+
+@stage("sethostname", fix="give {hostname} a name the kernel accepts (at most 64 bytes)")
+def set_hostname(name: str) -> None:
+    """The hostname of this UTS namespace: the host's own is a different one, untouched."""
+    syscalls.sethostname(name)
+
+
+# -- seeing them -------------------------------------------------------------------------------
+
+
 def inode(pid: int | str, kind: str) -> int:
     """The inode number that identifies the ``kind`` namespace of process ``pid``."""
-    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+    number = procfs.ns_inode(pid, kind)
+    if number is None:
+        raise FileNotFoundError(errno.ENOENT, f"no /proc/{pid}/ns/{kind}: no such process")
+    return number
 
 
 def of_process(pid: int | str = "self") -> dict[str, int]:
@@ -93,8 +183,7 @@ def shared_with(pid: int | str, reference: int | str = "self") -> dict[str, bool
     return {kind: mine[kind] == other[kind] for kind in KINDS}
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One row of the ``lsns`` table."""
 
     inode: int
@@ -111,35 +200,20 @@ def list_namespaces(kinds: Iterable[str] | None = None) -> list[Entry]:
     """
     wanted = list(kinds) if kinds is not None else list(KINDS)
     seen: dict[tuple[str, int], list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in procfs.pids():
         for kind in wanted:
-            try:
-                ino = os.stat(proc / "ns" / kind).st_ino
-            except OSError:  # the process exited, or is a kernel thread without this ns
-                continue
-            seen.setdefault((kind, ino), []).append(int(proc.name))
+            ino = procfs.ns_inode(pid, kind)
+            if ino is not None:  # None: exited, or a kernel thread without this namespace
+                seen.setdefault((kind, ino), []).append(pid)
     rows = []
-    for (kind, ino), pids in seen.items():
-        first = min(pids)
-        rows.append(Entry(ino, kind, len(pids), first, _command(first)))
+    for (kind, ino), members in seen.items():
+        first = min(members)
+        command = " ".join(procfs.cmdline(first)) or f"[{procfs.comm(first)}]"
+        rows.append(Entry(ino, kind, len(members), first, command))
     return sorted(rows, key=lambda e: (e.kind, e.inode))
 
 
-def _command(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "?"
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip() or f"[{_comm(pid)}]"
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
+# -- joining them ------------------------------------------------------------------------------
 
 
 def enter(pid: int, kinds: Iterable[str]) -> None:

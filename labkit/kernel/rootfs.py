@@ -4,6 +4,12 @@ chroot only changes how one process resolves "/", so a root process can walk bac
 (see ``chroot_escape``). pivot_root swaps the root *mount* of a mount namespace; once the
 old root is unmounted there is nothing left to walk back to.
 
+The image a container runs on is shared by every container of that image, so the container
+must not change it: the root is a read-only bind mount of the image, with fresh tmpfs mounts
+where programs expect to write (/tmp, /run). (The overlay step replaces this with a writable
+layer of the container's own.) labkit never creates anything inside an image: the
+directories it mounts over must already be there (``missing_mount_points``).
+
 Everything here changes the calling process, so it runs in labkit's helper process,
 never in a Jupyter kernel.
 """
@@ -12,15 +18,15 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from labkit.kernel import syscalls
+from labkit.kernel.stage import stage
 from labkit.kernel.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """A character device every container gets, with the numbers from devices.txt."""
 
     name: str
@@ -46,14 +52,30 @@ DEV_SYMLINKS = {
     "ptmx": "pts/ptmx",
 }
 
+#: Directories of the image that get a mount of their own in a mount namespace.
+MOUNT_POINTS = ("proc", "sys", "dev")
+#: Writable scratch space on a read-only root, where the directory exists in the image.
+SCRATCH = {"tmp": "mode=1777", "run": "mode=755"}
 
+FIX_MOUNTS = "check the root filesystem has proc, sys and dev directories; then {doctor}"
+
+
+def missing_mount_points(rootfs: str | os.PathLike[str]) -> list[str]:
+    """The MOUNT_POINTS that are not plain directories in ``rootfs`` (a symlink could point
+    a mount at the host's files, so it does not count)."""
+    root = Path(rootfs)
+    return [n for n in MOUNT_POINTS if (root / n).is_symlink() or not (root / n).is_dir()]
+
+
+@stage("chroot", fix="check the root filesystem is a directory on a local filesystem")
 def chroot_into(rootfs: str | os.PathLike[str]) -> None:
     """Make ``rootfs`` this process's "/" (and cwd), the way chroot(1) does."""
     os.chroot(rootfs)
     os.chdir("/")
 
 
-def chroot_escape(max_depth: int = 64) -> None:
+@stage("escape", fix="the escape needs a writable /tmp inside the container")
+def chroot_escape(hideout: str = "tmp/labkit-escape", max_depth: int = 64) -> None:
     """The classic escape from a chroot, for a process that is root inside one.
 
     chroot() into a subdirectory *without* changing into it leaves the cwd outside the
@@ -61,7 +83,6 @@ def chroot_escape(max_depth: int = 64) -> None:
     "." lands on the host's real root. Under pivot_root there is no host root left in
     the mount namespace, so the same steps end where they started.
     """
-    hideout = "labkit-escape"
     os.makedirs(hideout, exist_ok=True)
     os.chroot(hideout)
     for _ in range(max_depth):
@@ -70,6 +91,7 @@ def chroot_escape(max_depth: int = 64) -> None:
     os.chdir("/")
 
 
+@stage("private mounts", fix=FIX_MOUNTS)
 def make_mounts_private() -> None:
     """Stop mount events from flowing between this mount namespace and the host's.
 
@@ -79,32 +101,55 @@ def make_mounts_private() -> None:
     syscalls.mount(None, "/", None, MS_REC | syscalls.MS_PRIVATE)
 
 
+@stage("bind the root", fix=FIX_MOUNTS)
 def bind_onto_itself(path: str | os.PathLike[str]) -> None:
     """pivot_root needs new_root to be a mount point; a bind mount of a dir onto itself is one."""
     syscalls.mount(path, path, None, MS_BIND | MS_REC)
 
 
-def _target(rootfs: Path, name: str) -> Path:
-    """A mount point inside rootfs, refusing symlinks that could point the mount at the host."""
+def _target(rootfs: Path, name: str, create: bool = False) -> Path:
+    """A mount point inside rootfs, refusing symlinks that could point the mount at the host.
+
+    Only labkit's own tmpfs (/dev) gets directories created in it (``create``).
+    """
     target = rootfs / name
     if target.is_symlink():
         raise OSError(f"refusing to mount on {target}: it is a symlink")
-    target.mkdir(parents=True, exist_ok=True)
+    if create:
+        target.mkdir(exist_ok=True)
     return target
 
 
-def mount_proc(rootfs: Path) -> None:
-    """A fresh procfs: in a new PID namespace it lists only the container's processes."""
-    syscalls.mount("proc", _target(rootfs, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+@stage("mount /proc", fix=FIX_MOUNTS)
+def mount_proc(rootfs: Path, bind_if_denied: bool = False) -> None:
+    """A fresh procfs: in a new PID namespace it lists only the container's processes.
+
+    Only the user namespace that owns the PID namespace may mount a fresh one. A container
+    with a user namespace of its own but the host's PID namespace may not (EPERM), so with
+    ``bind_if_denied`` it gets a recursive bind of the host's /proc instead, as runc does.
+    """
+    try:
+        syscalls.mount("proc", _target(rootfs, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except PermissionError:
+        if not bind_if_denied:
+            raise
+        syscalls.mount("/proc", rootfs / "proc", None, MS_BIND | MS_REC)
 
 
-def mount_sys(rootfs: Path) -> None:
-    """A read-only sysfs: in a new network namespace /sys/class/net shows only its links."""
-    syscalls.mount(
-        "sysfs", _target(rootfs, "sys"), "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
-    )
+@stage("mount /sys", fix=FIX_MOUNTS)
+def mount_sys(rootfs: Path, bind_if_denied: bool = False) -> None:
+    """A read-only sysfs: in a new network namespace /sys/class/net shows only its links.
+    (Same ownership rule as /proc, with the network namespace.)"""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+    try:
+        syscalls.mount("sysfs", _target(rootfs, "sys"), "sysfs", flags)
+    except PermissionError:
+        if not bind_if_denied:
+            raise
+        syscalls.mount("/sys", rootfs / "sys", None, MS_BIND | MS_REC)
 
 
+@stage("mount /dev", fix=FIX_MOUNTS)
 def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None:
     """A fresh /dev: a tmpfs holding only the six safe devices, pts, shm and mqueue.
 
@@ -124,24 +169,51 @@ def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None
             syscalls.mount(f"/dev/{device.name}", node, None, MS_BIND)
     for name, points_to in DEV_SYMLINKS.items():
         os.symlink(points_to, dev / name)
+    pts_options = "newinstance,ptmxmode=0666,mode=0620"
     syscalls.mount(
-        "devpts",
-        _target(dev, "pts"),
-        "devpts",
-        MS_NOSUID | MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
+        "devpts", _target(dev, "pts", True), "devpts", MS_NOSUID | MS_NOEXEC, pts_options
     )
-    syscalls.mount(
-        "shm",
-        _target(dev, "shm"),
-        "tmpfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        "mode=1777,size=65536k",
-    )
+    shm_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    syscalls.mount("shm", _target(dev, "shm", True), "tmpfs", shm_flags, "mode=1777,size=65536k")
     if mqueue:
-        syscalls.mount("mqueue", _target(dev, "mqueue"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mq_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        syscalls.mount("mqueue", _target(dev, "mqueue", True), "mqueue", mq_flags)
 
 
+@stage("mount scratch space", fix=FIX_MOUNTS)
+def mount_scratch(rootfs: Path) -> None:
+    """A tmpfs on each SCRATCH directory the image has: writable, and gone with the container."""
+    for name, options in SCRATCH.items():
+        target = rootfs / name
+        if target.is_dir() and not target.is_symlink():
+            syscalls.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+
+
+#: statvfs flags that are locked on a mount seen from a user namespace: a remount must keep
+#: them or the kernel says EPERM. Their MS_* counterparts (MS_RELATIME is a different bit).
+_KEEP_FLAGS = {
+    os.ST_NOSUID: MS_NOSUID,
+    os.ST_NODEV: MS_NODEV,
+    os.ST_NOEXEC: MS_NOEXEC,
+    os.ST_NOATIME: 1024,  # MS_NOATIME
+    os.ST_NODIRATIME: 2048,  # MS_NODIRATIME
+    os.ST_RELATIME: 1 << 21,  # MS_RELATIME
+}
+
+
+@stage("read-only root", fix=FIX_MOUNTS)
+def make_readonly(path: str | os.PathLike[str]) -> None:
+    """Remount the bind mount at ``path`` read-only, so no container can change its image.
+
+    A bind remount changes only this one mount (not the image's filesystem, not the mounts
+    below it), and keeps the flags the mount already has.
+    """
+    current = os.statvfs(path).f_flag
+    keep = sum(ms for st, ms in _KEEP_FLAGS.items() if current & st)
+    syscalls.mount(None, path, None, syscalls.MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+@stage("pivot_root", fix="the root filesystem must be a directory on a local filesystem")
 def pivot_into(rootfs: str | os.PathLike[str]) -> None:
     """Make ``rootfs`` the root mount of this mount namespace and drop the old root.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 # clone(2) flags: one per namespace kind.
 CLONE_NEWNS = 0x00020000
@@ -90,7 +89,7 @@ def _unshare_hint(err: int) -> str | None:
     if err == errno.EINVAL:
         return "a multithreaded process cannot unshare a user namespace; use a fresh process"
     if err == errno.EPERM:
-        return "run as root"
+        return "creating a namespace needs CAP_SYS_ADMIN, which root has (user namespaces aside)"
     return None
 
 
@@ -160,7 +159,7 @@ def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]
     The kernel refuses (EINVAL) when new_root is not a mount point or when the current
     root's mount is shared, so callers make mounts private and bind new_root first.
     """
-    arch = platform.machine()
+    arch = os.uname().machine
     number = PIVOT_ROOT_SYSCALL.get(arch)
     if number is None:
         _raise("pivot_root", errno.ENOSYS, f"no syscall number known for {arch}")

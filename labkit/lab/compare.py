@@ -10,13 +10,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labkit.kernel.mounts import parse_mountinfo
+from labkit import docker
+from labkit.kernel import procfs
 from labkit.kernel.namespaces import KINDS
 
 #: The time namespace is not one of the seven kinds labkit makes, but newer runtimes may
@@ -33,13 +33,6 @@ def table_kinds() -> list[str]:
     return [*KINDS, *extra]
 
 
-def _inode(pid: int | str, kind: str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
-    except OSError:  # exited, or a kind this kernel lacks
-        return None
-
-
 def namespace_table(
     pids: Mapping[str, int | str], kinds: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -53,7 +46,7 @@ def namespace_table(
     for kind in kinds or table_kinds():
         row: dict[str, Any] = {"kind": kind}
         for column, pid in pids.items():
-            row[column] = _inode(pid, kind)
+            row[column] = procfs.ns_inode(pid, kind)
         rows.append(row)
     return rows
 
@@ -144,38 +137,14 @@ def plot_namespace_grid(table: Sequence[Mapping[str, Any]], title: str = "") -> 
     return fig
 
 
-def _docker_inspect(name: str, template: str) -> str:
-    """``docker inspect -f TEMPLATE NAME``, stripped; RuntimeError if Docker says no."""
-    out = subprocess.run(
-        ["docker", "inspect", "-f", template, name],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"docker inspect {name}: {out.stderr.strip()}")
-    return out.stdout.strip()
-
-
 def docker_container_pid(name: str) -> int:
-    """The host PID of a running Docker container's first process.
-
-    ``docker top`` and ``docker exec`` hide it, but it is the handle that lets us read the
-    container's /proc/PID/ns links exactly as we read a labkit container's.
-    """
-    pid = int(_docker_inspect(name, "{{.State.Pid}}"))
-    if pid == 0:
-        raise RuntimeError(f"docker container {name} is not running")
-    return pid
+    """The host PID of a running Docker container's first process (see labkit.docker)."""
+    return docker.container_pid(name)
 
 
 def docker_cgroupns_mode(name: str) -> str:
-    """Docker's cgroup namespace mode, "host" or "private": its default depends on the host.
-
-    On cgroup v1 Docker shares the host's cgroup namespace, on v2 it makes a private one;
-    an empty answer (very old Docker) means "host".
-    """
-    return _docker_inspect(name, "{{.HostConfig.CgroupnsMode}}") or "host"
+    """Docker's cgroup namespace mode, "host" or "private" (see labkit.docker)."""
+    return docker.cgroupns_mode(name)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
@@ -187,22 +156,16 @@ def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "cond
         time.sleep(0.05)
 
 
-def cmdline(pid: int | str) -> list[str]:
-    """A process's argv as the kernel shows it (empty once it has exited)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+#: A process's argv as the kernel shows it (empty once it has exited).
+cmdline = procfs.cmdline
 
 
 def proc_status(pid: int | str, field: str) -> list[str]:
     """One line of /proc/PID/status, split: e.g. ``NSpid`` or ``Uid``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == field:
-            return value.split()
-    raise KeyError(f"/proc/{pid}/status has no {field}")
+    status = procfs.status(pid)
+    if field not in status:
+        raise KeyError(f"/proc/{pid}/status has no {field}")
+    return status[field].split()
 
 
 def mounts(text: str) -> list[tuple[str, str, str]]:
@@ -211,7 +174,7 @@ def mounts(text: str) -> list[tuple[str, str, str]]:
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 3:
-            rows.append((fields[0], fields[1], fields[2]))
+            rows.append((procfs.unescape(fields[0]), procfs.unescape(fields[1]), fields[2]))
     return rows
 
 
@@ -222,20 +185,14 @@ def propagation(mountinfo: str, target: str = "/") -> str:
     peer group N), ``master:N`` (a slave: events only flow in), ``unbindable``; no tag at
     all means private. The last mount on ``target`` is the one on top, so it wins.
     """
-    on_target = [m for m in parse_mountinfo(mountinfo) if m.target == target]
+    on_target = [m for m in procfs.parse_mountinfo(mountinfo) if m.target == target]
     if not on_target:
         raise ValueError(f"no mount at {target}")
     return on_target[-1].propagation
 
 
-def cgroup_paths(text: str) -> dict[str, str]:
-    """``{hierarchy: path}`` from a /proc/PID/cgroup text; the v2 hierarchy is called "0"."""
-    paths = {}
-    for line in text.splitlines():
-        number, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        paths[controllers or number] = path
-    return paths
+#: ``{hierarchy: path}`` from a /proc/PID/cgroup text; the v2 hierarchy is called "0".
+cgroup_paths = procfs.parse_cgroups
 
 
 def posix_queue_exists(name: str) -> bool:

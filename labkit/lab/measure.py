@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labkit.errors import LabkitError
-from labkit.images.base import dir_size  # notebook 00 measures sizes as measure.dir_size
+from labkit.images.store import dir_size  # notebook 00 measures sizes as measure.dir_size
 
 #: What the tiny VM's /init prints, so we know the guest really ran our program.
 VM_MARKER = "labkit-vm: init ran"

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from labkit import docker as docker_cli
+
 
 def sh(command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a shell command on the host and capture its output as text."""
@@ -103,19 +105,12 @@ def _stop(proc: subprocess.Popen, pid_file: Path) -> None:
 
 def docker_available() -> bool:
     """True if a Docker daemon answers; notebooks assert this before comparing."""
-    from labkit.images.base import docker_reachable
-
-    return docker_reachable()
+    return docker_cli.reachable()
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the docker CLI and capture its output."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise RuntimeError(
-            f"docker {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
-        )
-    return result
+    """Run the docker CLI and capture its output (``labkit.docker.run``: errors are one line)."""
+    return docker_cli.run(*args, check=check, timeout=timeout)
 
 
 def lines(text: str) -> Sequence[str]:

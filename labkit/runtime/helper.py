@@ -1,24 +1,28 @@
-"""The helper process: a single-threaded Python process that turns itself into a container.
+"""The helper process: a single-threaded process that turns itself into a container.
 
-A supervisor (``labkit.runtime.spawn``) forks it when the supervisor is single-threaded,
-or else starts a fresh interpreter running the same function, like::
+The supervisor (``labkit.runtime.supervisor``) forks it, or starts a fresh interpreter
+running ``main`` when the supervisor has threads. Either way it starts with these descriptors:
 
-    python -I -S -c 'from labkit.runtime.helper import main; ...' REPORT_FD SPEC_JSON
+    0, 1, 2   the container's stdin, stdout and stderr (never the caller's own)
+    3         REPORT: one JSON line per event to the supervisor; closes itself at exec
+    4         GO: the supervisor writes "go" once the container is recorded
+    5         CONSOLE (only with -t): a unix socket to send the pty's master side back on
 
-``main`` then does, in order:
+What it does is a list of stages, each a function from the kernel module that owns that
+step, with its own name and fix (``labkit.kernel.stage``):
 
-1. with a user namespace: fork; the child unshares CLONE_NEWUSER and waits while this
-   process, still in the host's user namespace, writes the child's uid_map and gid_map;
-2. unshare(2) every other namespace kind in one call;
-3. with a PID namespace: fork, because only children enter a new PID namespace; the
-   child is PID 1 there;
-4. in the container process: make mounts private, bind the rootfs, mount /proc, /sys and
-   a fresh /dev, pivot_root (or chroot), set the hostname, and exec the command.
+1. ``namespace_stages``: a user namespace (forking, so its ids can be mapped from
+   outside), every other namespace in one unshare(2), and the fork that makes PID 1 (the
+   forking parent reports the new PID as "created" and exits);
+2. PID 1 waits for GO: the supervisor records it first (and later steps put it in its
+   cgroup and wire its network here, between "created" and "go", as Docker does);
+3. ``container_stages``: its root filesystem, hostname, working directory, a clean
+   process (credentials, session, signals, descriptors), and exec.
 
-Every step reports to the supervisor as one JSON line on REPORT_FD. The report pipe is
-close-on-exec, so a successful exec closes it: end-of-file means "the command is running".
-No Python process stays behind: the forking parents exit at once and the container
-process becomes the supervisor's child (the supervisor is a child subreaper).
+A later lab step adds its stage to one of these lists. The first stage that fails reports
+an "error" event (stage, errno, message, fix) and exits 125; a command that cannot be
+executed exits 127 (not found) or 126, the codes Docker uses. No Python process stays
+behind: exec replaces PID 1, and the forking parents have exited.
 """
 
 from __future__ import annotations
@@ -27,14 +31,18 @@ import contextlib
 import errno
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from labkit.kernel import namespaces, rootfs, syscalls
-from labkit.runtime import state
+from labkit.kernel import namespaces, process, rootfs
+from labkit.kernel.stage import Stage, stage
 from labkit.runtime.spec import USERNS_HOST_BASE, USERNS_SIZE, ContainerSpec
+
+REPORT_FD = 3
+GO_FD = 4
+CONSOLE_FD = 5
 
 #: Exit codes with Docker's meaning.
 EXIT_SETUP_FAILED = 125
@@ -42,224 +50,138 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
 
+def stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
+    """Everything the helper does, in order: the whole life of a container before exec."""
+    return [*namespace_stages(spec, report), Stage(wait_for_go), *container_stages(spec)]
+
+
+def namespace_stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
+    """In the helper: new namespaces, and PID 1 (whose PID is reported as "created")."""
+    steps = []
+    if "user" in spec.namespaces:
+        steps.append(Stage(namespaces.unshare_user, USERNS_HOST_BASE, USERNS_SIZE))
+    steps.append(Stage(namespaces.unshare, set(spec.namespaces) - {"user"}))
+    if "pid" in spec.namespaces:
+        steps.append(Stage(namespaces.fork_pid1, report.created))
+    else:  # no new PID namespace: this process is the container
+        steps.append(Stage(report_self, report))
+    return steps
+
+
+def container_stages(spec: ContainerSpec) -> list[Stage]:
+    """In PID 1, once recorded: everything from the root filesystem to exec, in order."""
+    root, kinds = Path(spec.rootfs), set(spec.namespaces)
+    steps = []
+    if "mnt" in kinds:
+        steps += [
+            Stage(rootfs.make_mounts_private),
+            Stage(rootfs.bind_onto_itself, root),
+            Stage(rootfs.mount_proc, root, "pid" not in kinds),
+            Stage(rootfs.mount_sys, root, "net" not in kinds),
+            Stage(rootfs.mount_dev, root, "user" not in kinds, "ipc" in kinds),
+            Stage(rootfs.mount_scratch, root),
+            Stage(rootfs.make_readonly, root),
+        ]
+    if spec.isolation == "pivot_root":
+        steps.append(Stage(rootfs.pivot_into, root))
+    else:
+        steps.append(Stage(rootfs.chroot_into, root))
+    hostname = spec.effective_hostname()
+    if hostname:
+        steps.append(Stage(namespaces.set_hostname, hostname))
+    if spec.try_escape:
+        steps.append(Stage(rootfs.chroot_escape))
+    steps += [
+        Stage(process.change_dir, spec.workdir),
+        Stage(process.reset_credentials),
+        *([Stage(process.open_console, CONSOLE_FD)] if spec.tty else []),
+        Stage(process.new_session, spec.tty),
+        Stage(process.reset_signals),
+        Stage(process.keep_only_stdio, REPORT_FD),
+        Stage(process.exec_command, spec.argv, spec.environment()),
+    ]
+    return steps
+
+
+@stage("created", fix="this is a labkit bug: please report it")
+def report_self(report: Reporter) -> None:
+    """Without a new PID namespace there is no fork: the helper itself becomes the container."""
+    report.created(os.getpid())
+
+
+@stage("wait for the supervisor", fix="the supervisor went away: nothing was started")
+def wait_for_go() -> None:
+    """Block until the supervisor has recorded this process (end of file: it died first)."""
+    if os.read(GO_FD, 2) != b"go":
+        raise OSError(errno.ECANCELED, "the supervisor closed the GO pipe")
+    os.close(GO_FD)
+
+
+def run(spec: ContainerSpec) -> NoReturn:
+    """Become the container described by ``spec``; never returns (exec or _exit)."""
+    report = Reporter(REPORT_FD)
+    run_stages(report, stages(spec, report))
+    os._exit(EXIT_SETUP_FAILED)  # not reached: the last stage execs
+
+
+def run_stages(report: Reporter, stages: Sequence[Stage]) -> None:
+    for step in stages:
+        try:
+            step.run()
+        except OSError as exc:
+            report.fail(step, exc)
+
+
 class Reporter:
     """Writes one JSON object per line to the supervisor."""
 
     def __init__(self, fd: int) -> None:
-        os.set_inheritable(fd, False)  # close-on-exec: exec success == EOF
+        os.set_inheritable(fd, False)  # close-on-exec: a successful exec is end of file
         self.fd = fd
 
     def send(self, event: str, **fields: object) -> None:
-        # If the supervisor is gone, the container's record still names it.
+        # A supervisor that is gone cannot be told; the GO pipe makes PID 1 stop anyway.
         with contextlib.suppress(BrokenPipeError):
             os.write(self.fd, (json.dumps({"event": event, **fields}) + "\n").encode())
 
-    def fail(
-        self, stage: str, exc: BaseException, exit_code: int = EXIT_SETUP_FAILED, fix: str = ""
-    ) -> None:
-        err = getattr(exc, "errno", None)
+    def created(self, pid: int) -> None:
+        """PID 1 exists (``pid`` as the host sees it) and waits for GO."""
+        self.send("created", pid=pid, forker=os.getpid())
+
+    def fail(self, step: Stage, exc: OSError) -> NoReturn:
+        code = EXIT_SETUP_FAILED
+        if step.func is process.exec_command:
+            code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
         self.send(
             "error",
-            stage=stage,
-            exit_code=exit_code,
-            message=_describe(stage, exc),
-            errno=errno.errorcode.get(err, None) if isinstance(err, int) else None,
-            fix=fix or FIXES.get(stage, ""),
+            stage=step.name,
+            exit_code=code,
+            message=describe(step, exc),
+            errno=errno.errorcode.get(exc.errno) if isinstance(exc.errno, int) else None,
+            fix=step.fix,
         )
-        os._exit(exit_code)
+        os._exit(code)
 
 
-#: What to do when a stage fails, shown after the error.
-FIXES = {
-    "unshare": "run `labkit doctor` to check namespace support",
-    "mounts": "run `labkit doctor`; check the rootfs has /proc, /sys and /dev directories",
-    "pivot_root": "run `labkit doctor`; the rootfs must be a directory on a local filesystem",
-    "workdir": "pass a --workdir that exists in the image",
-    "exec": "check the command exists in the image and is executable",
-}
-
-
-def _describe(stage: str, exc: BaseException) -> str:
+def describe(step: Stage, exc: OSError) -> str:
     """'<stage>: <why>: <path>' so the user sees what and where, not just an errno."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        text = exc.strerror if exc.strerror.startswith(stage) else f"{stage}: {exc.strerror}"
-        return text + where
-    return f"{stage}: {exc}"
+    if step.func is process.exec_command:
+        why = {
+            errno.ENOENT: "executable file not found in $PATH",
+            errno.EACCES: "permission denied",
+        }
+        argv0 = (step.args[0] or [""])[0] or '""'
+        return f"exec {argv0}: {why.get(exc.errno or 0, exc.strerror or 'failed')}"
+    text = exc.strerror or str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return (text if text.startswith(step.name) else f"{step.name}: {text}") + where
 
 
-def main(argv: list[str]) -> None:
-    """Entry point of a freshly started helper interpreter: ``REPORT_FD SPEC_JSON``."""
-    run(int(argv[0]), ContainerSpec.from_json(argv[1]))
-
-
-def run(report_fd: int, spec: ContainerSpec) -> None:
-    """Become the container described by ``spec``; never returns (exec or _exit)."""
-    report = Reporter(report_fd)
-
-    def announce(pid: int) -> None:
-        _started(spec, report, pid, forker=os.getpid())
-
-    try:
-        if "user" in spec.namespaces:
-            announce = _enter_user_namespace(spec, report)
-        other = namespaces.clone_flags(set(spec.namespaces) - {"user"})
-        if other:
-            syscalls.unshare(other)
-    except OSError as exc:
-        report.fail("unshare", exc)
-    if "pid" in spec.namespaces:
-        recorded_r, recorded_w = os.pipe()
-        child = os.fork()
-        if child:
-            announce(child)
-            os._exit(0)  # closes recorded_w: the child may go on
-        # Wait until the parent has recorded us: it shares our new mount namespace, so once
-        # we pivot_root its "/" moves too, and it must have written to the host's /run first.
-        os.close(recorded_w)
-        os.read(recorded_r, 1)
-        os.close(recorded_r)
-    else:
-        announce(os.getpid())
-    _become_container(spec, report)
-
-
-def _started(spec: ContainerSpec, report: Reporter, pid: int, forker: int) -> None:
-    """Record the container *before* telling the supervisor, so that even a supervisor
-    killed at this very moment leaves a record that ``labkit reset`` can act on."""
-    try:
-        # Our parent is the supervisor: it forked or spawned this helper.
-        state.write_record(spec.id, pid, spec.argv, spec.rootfs, supervisor=os.getppid())
-    except OSError as exc:  # the container runs regardless; say so rather than orphan it
-        report.send("warning", message=f"could not record the container: {exc}")
-    report.send("started", pid=pid, forker=forker)
-
-
-def _enter_user_namespace(spec: ContainerSpec, report: Reporter) -> Callable[[int], None]:
-    """Fork; the child enters a new user namespace while this process maps its ids.
-
-    Only a process with CAP_SETUID in the *parent* user namespace may map a range, so the
-    maps are written from outside, as runc's nsexec does. For the same reason this
-    process, not the child (whose root is uid 100000 on the host), writes the container's
-    record: the child sends the container's PID back and this process announces it.
-    Returns, in the child, the function that sends that PID.
-    """
-    to_child_r, to_child_w = os.pipe()
-    to_parent_r, to_parent_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(to_child_w)
-        os.close(to_parent_r)
-        try:
-            syscalls.unshare(syscalls.CLONE_NEWUSER)
-        except OSError as exc:
-            report.fail("unshare user", exc)
-        os.write(to_parent_w, b"1")
-        if os.read(to_child_r, 1) != b"1":
-            report.fail("user namespace", OSError(errno.EPERM, "the id maps were not written"))
-        os.close(to_child_r)
-        os.setgid(0)
-        os.setuid(0)
-
-        def send_pid(pid: int) -> None:
-            os.write(to_parent_w, f"{pid}\n".encode())
-            os.close(to_parent_w)
-
-        return send_pid
-    os.close(to_child_r)
-    os.close(to_parent_w)
-    if os.read(to_parent_r, 1) == b"1":
-        mapping = f"0 {USERNS_HOST_BASE} {USERNS_SIZE}\n"
-        try:
-            Path(f"/proc/{child}/uid_map").write_text(mapping)
-            Path(f"/proc/{child}/gid_map").write_text(mapping)
-        except OSError as exc:
-            report.fail("write uid_map", exc)
-        os.write(to_child_w, b"1")
-        with os.fdopen(to_parent_r, "rb") as from_child:
-            line = from_child.readline()
-        if line.strip():
-            _started(spec, report, int(line), forker=child)
-    os._exit(0)
-
-
-def _become_container(spec: ContainerSpec, report: Reporter) -> None:
-    """Build the container's filesystem view around this process, then exec the command."""
-    root = Path(spec.rootfs)
-    kinds = set(spec.namespaces)
-    stage = "mounts"
-    try:
-        if "mnt" in kinds:
-            rootfs.make_mounts_private()
-            if spec.isolation == "pivot_root":
-                rootfs.bind_onto_itself(root)
-            _mount_fresh_or_bind(root, "proc", rootfs.mount_proc, "pid" in kinds)
-            _mount_fresh_or_bind(root, "sys", rootfs.mount_sys, "net" in kinds)
-            rootfs.mount_dev(root, can_mknod="user" not in kinds, mqueue="ipc" in kinds)
-        stage = spec.isolation
-        if spec.isolation == "pivot_root":
-            rootfs.pivot_into(root)
-        else:
-            rootfs.chroot_into(root)
-        hostname = spec.effective_hostname()
-        if hostname:
-            stage = "sethostname"
-            syscalls.sethostname(hostname)
-        if spec.try_escape:
-            stage = "escape"
-            rootfs.chroot_escape()
-            _remove_hideout(root)
-        stage = "workdir"
-        os.chdir(spec.workdir)
-    except OSError as exc:
-        report.fail(stage, exc)
-    # The command gets a clean slate. exec resets handlers but keeps the mask (the
-    # supervisor blocked signals so creation cannot be cut in half) and keeps *ignored*
-    # signals ignored: Python ignores SIGPIPE and SIGXFSZ, so `yes | head` would misbehave.
-    for signum in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    try:
-        os.execvpe(spec.argv[0], spec.argv, spec.environment())
-    except FileNotFoundError as exc:
-        report.fail(
-            "exec",
-            _exec_error(spec, exc, "executable file not found in $PATH"),
-            EXIT_NOT_FOUND,
-            fix="check the command's name, or give its full path",
-        )
-    except PermissionError as exc:
-        report.fail("exec", _exec_error(spec, exc, "permission denied"), EXIT_NOT_EXECUTABLE)
-    except OSError as exc:
-        report.fail("exec", _exec_error(spec, exc, exc.strerror or "failed"), EXIT_NOT_EXECUTABLE)
-
-
-def _mount_fresh_or_bind(
-    root: Path, name: str, mount_fresh: Callable[[Path], None], owns_namespace: bool
-) -> None:
-    """A fresh proc (sysfs) may only be mounted by the user namespace that owns the PID
-    (network) namespace. A container in a new user namespace that shares the host's PID
-    (network) namespace cannot, so it gets a recursive bind of the host's instead."""
-    try:
-        mount_fresh(root)
-    except PermissionError:
-        if owns_namespace:
-            raise
-        syscalls.mount(f"/{name}", root / name, None, syscalls.MS_BIND | syscalls.MS_REC)
-
-
-def _remove_hideout(root: Path) -> None:
-    """Tidy the directory the escape made, wherever the escape ended up."""
-    for candidate in (root / "labkit-escape", Path("/labkit-escape")):
-        try:
-            os.rmdir(candidate)
-            return
-        except OSError:
-            continue
-
-
-def _exec_error(spec: ContainerSpec, exc: OSError, why: str) -> OSError:
-    return OSError(exc.errno, f"exec {spec.argv[0]}: {why}")
+def main(argv: list[str]) -> NoReturn:
+    """Entry point of a fresh helper interpreter: ``SPEC_JSON``, descriptors as above."""
+    spec = ContainerSpec.from_json(argv[0])
+    process.arrange_fds([0, 1, 2, REPORT_FD, GO_FD, *([CONSOLE_FD] if spec.tty else [])])
+    run(spec)
 
 
 if __name__ == "__main__":

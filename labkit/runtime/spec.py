@@ -1,7 +1,9 @@
 """What a container should be: the one description the supervisor hands to the helper.
 
-It travels as JSON on the helper's command line, so everything here is plain data, and
-``validate`` catches every mistake the user can make *before* any namespace exists.
+It can travel as JSON (to a helper started as a fresh interpreter), so everything here is
+plain data, and ``validate`` catches every mistake the user can make *before* anything
+exists. Fixes name settings as ``{placeholders}`` that each front end words its own way
+(the CLI says ``--rootfs``; see ``labkit.errors``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from labkit import paths
 from labkit.errors import LabkitError
 from labkit.kernel.namespaces import DOCKER_DEFAULT, KINDS
+from labkit.kernel.rootfs import missing_mount_points
 
 ISOLATIONS = ("pivot_root", "chroot")
 
@@ -24,15 +28,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USERNS_HOST_BASE = 100000
 USERNS_SIZE = 65536
 
-
-#: Docker's rule for container names; it also keeps ids safe as file names and hostnames.
+#: Docker's rule for container names; it also keeps names safe as file names.
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 HOSTNAME_PATTERN = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})")
 
 
 def new_id() -> str:
-    """A short random id, like Docker's 12-hex-digit container ids."""
-    return os.urandom(6).hex()
+    """A random 64-hex-digit id, like Docker's; its first 12 digits are the short form."""
+    return os.urandom(32).hex()
 
 
 @dataclass
@@ -41,19 +44,37 @@ class ContainerSpec:
 
     rootfs: str
     argv: list[str]
+    image: str | None = None  # the image ``rootfs`` belongs to; None for a directory of yours
     namespaces: list[str] = field(default_factory=lambda: sorted(DOCKER_DEFAULT))
     isolation: str = "pivot_root"
     hostname: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
     id: str = field(default_factory=new_id)
+    name: str = ""  # default: the short id
+    interactive: bool = False  # -i: stdin is a pipe from the supervisor, else /dev/null
+    tty: bool = False  # -t: a pseudo-terminal of the container's own
     try_escape: bool = False
 
+    def __post_init__(self) -> None:
+        self.name = self.name or self.short_id
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def runs_on_a_copy(self) -> bool:
+        """Without a mount namespace the root cannot be made read-only (that would be a
+        mount on the host), so a container of an image runs on a throwaway copy of it. A
+        directory of your own (no ``image``) is used as it is: it is yours to change."""
+        return self.image is not None and "mnt" not in self.namespaces
+
     def effective_hostname(self) -> str | None:
-        """The hostname to set: only meaningful in a new UTS namespace."""
+        """The hostname to set: only meaningful in a new UTS namespace (Docker: short id)."""
         if "uts" not in self.namespaces:
             return None
-        return self.hostname or self.id
+        return self.hostname or self.short_id
 
     def environment(self) -> dict[str, str]:
         """The command's environment: Docker's defaults, then the user's ``env``."""
@@ -61,63 +82,106 @@ class ContainerSpec:
         hostname = self.effective_hostname()
         if hostname:
             env["HOSTNAME"] = hostname
+        if self.tty:
+            env["TERM"] = "xterm"
         env.update(self.env)
         return env
 
     def validate(self) -> None:
         """Raise LabkitError naming the problem and the fix; create nothing."""
         if not self.argv:
-            raise LabkitError(
-                "no command given", fix="put the command after --, e.g. -- sh -c 'id'"
-            )
+            raise LabkitError("no command given", fix="give {command}, e.g. sh -c 'id'")
         unknown = set(self.namespaces) - set(KINDS)
         if unknown:
             raise LabkitError(
                 f"unknown namespace kind(s): {', '.join(sorted(unknown))}",
-                fix="use " + ",".join(KINDS),
+                fix="give {ns} some of " + ",".join(KINDS),
             )
         if self.isolation not in ISOLATIONS:
             raise LabkitError(
                 f"unknown isolation {self.isolation!r}",
-                fix="use --isolation pivot_root or --isolation chroot",
+                fix="set {isolation} to pivot_root or chroot",
             )
         if self.isolation == "pivot_root" and "mnt" not in self.namespaces:
             raise LabkitError(
                 "pivot_root needs a mount namespace",
-                fix="add mnt to --ns, or use --isolation chroot",
+                fix="add mnt to {ns}, or set {isolation} to chroot",
             )
-        if not NAME_PATTERN.fullmatch(self.id):
+        if not NAME_PATTERN.fullmatch(self.name):
             raise LabkitError(
-                f"invalid container name {self.id!r}",
-                fix="use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                f"invalid container name {self.name!r}",
+                fix="give {name} 1-63 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit",
             )
         if self.hostname is not None and not HOSTNAME_PATTERN.fullmatch(self.hostname):
             raise LabkitError(
                 f"invalid hostname {self.hostname!r}",
-                fix="use at most 63 letters, digits, '-' or '.'",
+                fix="give {hostname} at most 63 letters, digits, '-' or '.'",
             )
         if self.hostname and "uts" not in self.namespaces:
             raise LabkitError(
-                "--hostname needs a UTS namespace", fix="add uts to --ns, or drop --hostname"
+                "a hostname of its own needs a UTS namespace",
+                fix="add uts to {ns}, or leave out {hostname}",
             )
-        root = Path(self.rootfs)
+        if self.tty and "mnt" not in self.namespaces:
+            raise LabkitError(
+                "a terminal is made inside the container's own /dev, which needs a mount namespace",
+                fix="add mnt to {ns}, or leave out {tty}",
+            )
+        self._validate_rootfs()
+        if not os.path.isabs(self.workdir):
+            raise LabkitError(
+                f"workdir {self.workdir!r} is not absolute",
+                fix="give {workdir} an absolute path such as /tmp",
+            )
+
+    def _validate_rootfs(self) -> None:
+        try:
+            self._check_rootfs(Path(self.rootfs))
+        except OSError as exc:  # e.g. a /proc/PID/root that even root may not read
+            raise LabkitError(
+                f"rootfs {self.rootfs} cannot be used: {exc.strerror}",
+                fix="give {rootfs} a directory root can read, or use {image} (see {images_ls})",
+            ) from exc
+
+    def _check_rootfs(self, root: Path) -> None:
         if not root.is_absolute():
             raise LabkitError(
                 f"rootfs {self.rootfs!r} is not an absolute path",
-                fix="pass an absolute path to --rootfs",
+                fix="give {rootfs} an absolute path",
             )
         if not root.is_dir():
             raise LabkitError(
                 f"rootfs {self.rootfs} does not exist or is not a directory",
-                fix="pass an existing directory to --rootfs, or use --image NAME "
-                "(see: labkit images ls)",
+                fix="give {rootfs} an existing directory, or use {image} (see {images_ls})",
             )
         if root.resolve() == Path("/"):
-            raise LabkitError("the rootfs is the host's own /", fix="pass an image's rootfs")
-        if not os.path.isabs(self.workdir):
             raise LabkitError(
-                f"workdir {self.workdir!r} is not absolute",
-                fix="pass an absolute --workdir such as /tmp",
+                f"rootfs {self.rootfs} is the host's own /",
+                fix="give {rootfs} the root directory of an image",
+            )
+        store = paths.IMAGES_DIR.resolve()
+        if self.image is None and "mnt" not in self.namespaces and store in root.resolve().parents:
+            raise LabkitError(
+                f"rootfs {self.rootfs} is inside labkit's image store, and without a mount "
+                "namespace nothing would keep the container from changing that image",
+                fix="use {image} instead (it runs on a throwaway copy), or add mnt to {ns}",
+            )
+        missing = missing_mount_points(root) if "mnt" in self.namespaces else []
+        links = [name for name in missing if (root / name).is_symlink()]
+        if links:
+            raise LabkitError(
+                f"rootfs {self.rootfs}: refusing to mount on {', '.join(links)}: a symlink, "
+                "and a mount there would follow it out of the image",
+                fix=f"replace {' '.join(str(root / n) for n in links)} with a real directory",
+            )
+        if missing:
+            dirs = " ".join(f"{root / name}" for name in missing)
+            raise LabkitError(
+                f"rootfs {self.rootfs} has no {', '.join(missing)} director"
+                f"{'y' if len(missing) == 1 else 'ies'} to mount over "
+                "(labkit never creates anything inside an image)",
+                fix=f"create them yourself (mkdir {dirs}), or use {{image}}",
             )
 
     def to_json(self) -> str:

@@ -8,6 +8,7 @@ else this directory collects nothing, so a plain ``pytest`` on the host never ru
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -15,6 +16,9 @@ IN_VM = os.environ.get("LABKIT_IN_VM") == "1"
 
 if not IN_VM:
     collect_ignore_glob = ["test_*.py"]
+elif "LABKIT_STATE_DIR" not in os.environ:
+    # The guest sees the host's files read-only; container records go to its throwaway /tmp.
+    os.environ["LABKIT_STATE_DIR"] = tempfile.mkdtemp(prefix="labkit-state-")
 
 
 @pytest.fixture(autouse=True)
