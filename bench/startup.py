@@ -51,6 +51,7 @@ from typing import BinaryIO
 from labkit import docker
 from labkit.errors import LabkitError
 from labkit.images.store import image_rootfs
+from labkit.kernel import cgroups
 
 DEFAULT_ROOTFS = "/var/lib/labkit/images/busybox/rootfs"
 DEFAULT_PYTHON = os.environ.get("LABKIT_PYTHON", "/opt/labkit/venv/bin/python")
@@ -61,6 +62,7 @@ CGROUP_PARENT = f"/{PREFIX}"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The cgroup-v2 hierarchy of a "hybrid" host (v1 controllers + a v2 tree for tracking).
 UNIFIED = CGROUP_ROOT / "unified"
+REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120.0
 OCI_CONTENDERS = {"runc", "crun", "crun-nsenter", "runc-nsenter"}
 MAX_FAILURES = 5  # a flaky contender is given up after this many failed runs
@@ -105,27 +107,13 @@ def _out(argv: list[str], timeout: float = 20.0) -> str:
 
 
 def cgroup_layout() -> dict[str, object]:
-    """v1, v2 or hybrid, from the filesystem types mounted under /sys/fs/cgroup."""
-    mounts = {}
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            _, target, fstype, *_ = line.split()
-            if target == str(CGROUP_ROOT) or target.startswith(f"{CGROUP_ROOT}/"):
-                mounts[target] = fstype
-    top = mounts.get(str(CGROUP_ROOT))
-    v1 = sorted(Path(t).name for t, fs in mounts.items() if fs == "cgroup")
-    if top == "cgroup2":
-        mode = "v2 (unified)"
-    elif mounts.get(str(UNIFIED)) == "cgroup2":
-        mode = "hybrid (v1 controllers, v2 tree at /sys/fs/cgroup/unified)"
-    else:
-        mode = "v1 (legacy)"
-    v2_controllers = ""
-    for candidate in (CGROUP_ROOT / "cgroup.controllers", UNIFIED / "cgroup.controllers"):
-        with contextlib.suppress(OSError):
-            v2_controllers = candidate.read_text().strip()
-            break
-    return {"mode": mode, "v1_hierarchies": v1, "v2_controllers": v2_controllers}
+    """v1, v2 or hybrid, as labkit detects it (labkit.kernel.cgroups)."""
+    layout = cgroups.detect()
+    return {
+        "mode": layout.kind,
+        "v1_hierarchies": list(layout.v1_hierarchies),
+        "v2_controllers": " ".join(layout.v2_controllers),
+    }
 
 
 def cpu_model() -> str:
@@ -330,12 +318,19 @@ def remove_runtime_state() -> list[str]:
 
 
 def build_contenders(
-    rootfs: str, python: str, bundle: Path | None, legacy: LegacyCgroupNamespace | None
+    rootfs: str,
+    python: str,
+    bundle: Path | None,
+    legacy: LegacyCgroupNamespace | None,
+    baseline: Path | None = None,
+    own_rootfs: Path | None = None,
 ) -> list[Contender]:
     pid = os.getpid()
     labkit_script = Path(python).parent / "labkit"
     run_args = ["run", "--rootfs", rootfs, "--", "true"]
-    chroot_args = ["run", "--rootfs", rootfs, "--ns", "none", "--isolation", "chroot", "--", "true"]
+    chroot_root = str(own_rootfs or rootfs)
+    chroot_args = ["run", "--rootfs", chroot_root, "--ns", "none", "--isolation", "chroot"]
+    chroot_args += ["--", "true"]
 
     def oci(tool: str, prefix: list[str], tag: str) -> Callable[[int], list[str]]:
         def argv(i: int) -> list[str]:
@@ -372,7 +367,8 @@ def build_contenders(
         Contender(
             "labkit-chroot-nons",
             "container",
-            "labkit run --ns none --isolation chroot (floor: labkit's Python path, no namespaces)",
+            "labkit run --ns none --isolation chroot on a copy of the rootfs the benchmark made "
+            "(floor: labkit's Python path, no namespaces)",
             fixed([python, "-m", "labkit.cli", *chroot_args]),
             needs=python,
         ),
@@ -457,14 +453,18 @@ def build_contenders(
             fixed([python, "-S", "-c", "pass"]),
             needs=python,
         ),
-        Contender(
-            "python-import-pyroute2",
-            "baseline",
-            "python -c 'import pyroute2' (why labkit imports it only where needed)",
-            fixed([python, "-c", "import pyroute2"]),
-            needs=python,
-        ),
     ]
+    if baseline is not None:  # the same CLI call, from two checkouts, through the same `env`
+        for name, checkout in (("labkit-current", REPO), ("labkit-baseline", baseline)):
+            out.append(
+                Contender(
+                    name,
+                    "container",
+                    f"env PYTHONPATH={checkout} python -m labkit.cli run (as `labkit`)",
+                    fixed(["env", f"PYTHONPATH={checkout}", python, "-m", "labkit.cli", *run_args]),
+                    needs=python,
+                )
+            )
     return out
 
 
@@ -732,12 +732,18 @@ def print_table(report: dict) -> None:
 @contextlib.contextmanager
 def fixtures(rootfs: str, wanted: set[str] | None) -> Iterator[dict]:
     """The bundle directory, the legacy-cgroup mount namespace if crun needs it, cleanup."""
-    state: dict = {"bundle": None, "legacy": None, "notes": []}
+    state: dict = {"bundle": None, "legacy": None, "notes": [], "own_rootfs": None}
     tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+        # A rootfs of the benchmark's own: without a mount namespace labkit would copy an
+        # image for every run, and this contender measures labkit's floor, not a copy.
+        state["own_rootfs"] = tmp / "own-rootfs"
+        shutil.copytree(rootfs, state["own_rootfs"], symlinks=True)
         if _runtime_bin() and (wanted is None or wanted & OCI_CONTENDERS):
-            tmp = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
-            state["bundle"] = make_bundle(rootfs, tmp)
+            bundle = tmp / "bundle"
+            bundle.mkdir()
+            state["bundle"] = make_bundle(rootfs, bundle)
         if shutil.which("crun") and state["bundle"] is not None and _crun_needs_legacy(wanted):
             try:
                 state["legacy"] = LegacyCgroupNamespace()
@@ -779,7 +785,10 @@ def run(args: argparse.Namespace) -> dict:
     host = host_facts(args.python)
     load_before = load_now()
     with fixtures(rootfs, wanted) as state:
-        contenders = build_contenders(rootfs, args.python, state["bundle"], state["legacy"])
+        baseline = Path(args.baseline).resolve() if args.baseline else None
+        contenders = build_contenders(
+            rootfs, args.python, state["bundle"], state["legacy"], baseline, state["own_rootfs"]
+        )
         if wanted is not None:
             unknown = wanted - {c.name for c in contenders}
             if unknown:
@@ -830,6 +839,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="NAMES", help="comma-separated contender names")
     parser.add_argument("--rootfs", default=DEFAULT_ROOTFS)
     parser.add_argument("--python", default=DEFAULT_PYTHON, help="labkit's interpreter")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="another labkit checkout (e.g. a `git worktree` of an older commit) to time "
+        "beside this one, as labkit-baseline and labkit-current",
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:

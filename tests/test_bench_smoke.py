@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "startup.py"
 ALWAYS_LISTED = {
     "labkit", "labkit-script", "labkit-chroot-nons", "unshare", "runc", "crun", "docker",
-    "true", "python-c-pass", "python-I-c-pass", "python-S-c-pass", "python-import-pyroute2",
+    "true", "python-c-pass", "python-I-c-pass", "python-S-c-pass",
 }  # fmt: skip
 
 
@@ -64,3 +64,12 @@ def test_only_selects_contenders_and_names_unknown_ones(
     report, _ = _bench(busybox_rootfs, tmp_path, "--only", "true,no-such-runtime")
     assert [r["name"] for r in report["contenders"]] == ["true"]
     assert any("no-such-runtime" in note for note in report["meta"]["notes"])
+
+
+def test_a_baseline_checkout_is_timed_beside_this_one(busybox_rootfs: Path, tmp_path: Path) -> None:
+    """--baseline times another checkout's CLI through the same wrapper as this one's."""
+    names = "labkit-current,labkit-baseline"
+    report, _ = _bench(busybox_rootfs, tmp_path, "--baseline", str(REPO), "--only", names)
+    rows = {r["name"]: r for r in report["contenders"]}
+    assert set(rows) == {"labkit-current", "labkit-baseline"}
+    assert all(r["status"] == "ok" for r in rows.values()), rows

@@ -127,6 +127,7 @@ class Supervisor:
         try:
             self._create(container)
         except BaseException:
+            _kill_and_reap(container)  # if it got as far as running, it must not outlive this
             stdio.close()
             records.remove(spec.id)
             raise
@@ -205,7 +206,10 @@ class Supervisor:
                     handler()
 
     def _reap(self, container: Container) -> None:
-        pid, status = os.waitpid(container.pid, os.WNOHANG)
+        try:
+            pid, status = os.waitpid(container.pid, os.WNOHANG)
+        except ChildProcessError:  # not ours to reap (a labkit bug): do not spin on its pidfd
+            pid, status = container.pid, 255 << 8
         if pid == 0:
             return
         code = os.waitstatus_to_exitcode(status)
@@ -291,6 +295,17 @@ class Supervisor:
             os.close(self._wake_r)
             os.close(self._wake_w)
         self._selector.close()
+
+
+def _kill_and_reap(container: Container) -> None:
+    """For a creation that failed half-way: a PID 1 that exists is killed and reaped."""
+    if container.pidfd < 0:
+        return
+    container.signal(signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(container.pid, 0)
+    os.close(container.pidfd)
+    container.pidfd = -1
 
 
 def _reap_forkers(container: Container, helper_pid: int) -> None:
