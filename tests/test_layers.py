@@ -84,7 +84,7 @@ def test_the_layers_hold_the_modules_later_steps_plug_into() -> None:
     expected = {
         "kernel": ["syscalls", "procfs", "mounts", "namespaces", "rootfs", "process", "stage",
                    "cgroups"],
-        "runtime": ["spec", "helper", "supervisor", "records", "stdio"],
+        "runtime": ["spec", "helper", "container", "supervisor", "records", "stdio"],
     }  # fmt: skip
     for layer, modules in expected.items():
         for module in modules:

@@ -142,11 +142,11 @@ def test_a_container_never_runs_unrecorded(busybox_rootfs: Path, tmp_path: Path)
     out = subprocess.run(
         [PYTHON, "-c", f"""
 import os, signal, sys
-from labkit.runtime import records, supervisor
-def die_before_go(self, container, pid, go_w):
+from labkit.runtime import container, supervisor
+def die_before_go(c, pid, go_w):
     print(pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # the supervisor dies with PID 1 waiting
-supervisor.Supervisor._record_running = die_before_go
+container._record_running = die_before_go
 from labkit.runtime.spec import ContainerSpec
 supervisor.Supervisor().start(ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sleep", "1818"]))
 """],
