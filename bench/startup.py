@@ -358,6 +358,14 @@ def build_contenders(
             needs=python,
         ),
         Contender(
+            "labkit-privileged",
+            "container",
+            "python -m labkit.cli run --privileged: the same, without the hardening (no "
+            "seccomp, masks, device cgroup, capability drop)",
+            fixed([python, "-m", "labkit.cli", "run", "--privileged", *run_args[1:]]),
+            needs=python,
+        ),
+        Contender(
             "labkit-script",
             "container",
             "installed console script `labkit run` (same work as above)",

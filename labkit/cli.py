@@ -31,6 +31,11 @@ WORDS = {
     "name": "--name",
     "workdir": "--workdir",
     "tty": "-t",
+    "cap_add": "--cap-add",
+    "cap_drop": "--cap-drop",
+    "security_opt": "--security-opt",
+    "seccomp_unconfined": "--security-opt seccomp=unconfined",
+    "systempaths_unconfined": "--security-opt systempaths=unconfined",
     "command": "a command after --",
     "doctor": "labkit doctor",
     "reset": "labkit reset",
@@ -67,6 +72,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         interactive=args.interactive,
         tty=args.tty,
         try_escape=args.try_escape,
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+        privileged=args.privileged,
+        security_opt=args.security_opt,
+        device_cgroup_rules=args.device_cgroup_rule,
     )
     supervisor = Supervisor()
     try:
@@ -171,6 +181,14 @@ def _cmd_reset(args: argparse.Namespace) -> int:
     return reset.main(dry_run=args.dry_run, images=args.images)
 
 
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labkit.lab import workcopy
+
+    return workcopy.main(args.action, args.step, Path(args.repo) if args.repo else None)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad flags are a labkit error like any other: one line, the fix, exit 125 (as Docker)."""
 
@@ -221,6 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("-w", "--workdir", default="/", help="working directory inside")
     run.add_argument("--pid-file", help="write the container's host PID here once it runs")
+    hardening = run.add_argument_group("security (Docker's flags and defaults)")
+    hardening.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    hardening.add_argument("--cap-drop", action="append", default=[], metavar="CAP")
+    hardening.add_argument(
+        "--privileged", action="store_true", help="all capabilities, no seccomp, no masks"
+    )
+    hardening.add_argument(
+        "--security-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="seccomp=unconfined, systempaths=unconfined, no-new-privileges",
+    )
+    hardening.add_argument(
+        "--device-cgroup-rule", action="append", default=[], metavar="'c 1:3 rwm'"
+    )
     run.add_argument(
         "--try-escape",
         action="store_true",
@@ -248,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--dry-run", action="store_true", help="only list what would go")
     reset.add_argument("--images", action="store_true", help="remove built images too")
     reset.set_defaults(func=_cmd_reset)
+
+    lab = sub.add_parser("lab", help="your working copies of the notebooks (in work/)")
+    lab.add_argument("--repo", help="the lab's checkout (default: the one labkit runs from)")
+    lab.add_argument("action", choices=("init", "restore", "ls"))
+    lab.add_argument("step", nargs="?", help="for restore: a notebook, e.g. 02")
+    lab.set_defaults(func=_cmd_lab)
     return parser
 
 

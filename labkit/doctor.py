@@ -183,6 +183,48 @@ def check_cgroups() -> list[Check]:
     ]
 
 
+def check_hardening() -> list[Check]:
+    """What the default container's defences need: a seccomp filter with errno returns and a
+    syscall table for this machine, and a way to control devices (v1 list or v2 BPF)."""
+    from labkit.kernel import capabilities, seccomp
+
+    out = []
+    actions = _read("/proc/sys/kernel/seccomp/actions_avail").split()
+    machine = platform.machine()
+    if {"errno", "allow"} <= set(actions) and machine in seccomp.ARCHES:
+        out.append(_ok("seccomp", f"filters with errno and allow; syscall table for {machine}"))
+    else:
+        out.append(
+            Check(
+                "seccomp",
+                "fail",
+                f"no seccomp filters here (actions: {' '.join(actions) or 'none'}) or no "
+                f"syscall table for {machine}",
+                "use a kernel built with CONFIG_SECCOMP_FILTER on x86_64 or aarch64",
+            )
+        )
+    layout = cgroups.detect()
+    if layout.v1_path("devices") is not None:
+        out.append(_ok("device control", f"cgroup v1 devices at {layout.v1_path('devices')}"))
+    elif layout.kind == "unified":
+        out.append(_ok("device control", "cgroup v2: an eBPF device program per container"))
+    else:
+        out.append(
+            Check(
+                "device control",
+                "fail",
+                "neither a v1 devices hierarchy nor cgroup v2",
+                "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
+            )
+        )
+    missing = sorted(capabilities.known() - capabilities.bounding())
+    detail = f"{len(capabilities.known())} known to this kernel"
+    if missing:
+        detail += f"; labkit itself lacks {', '.join(missing)} (--privileged cannot give them)"
+    out.append(_ok("capabilities", detail))
+    return out
+
+
 def check_iptables() -> list[Check]:
     res = _run("iptables", "-V")
     if res is None or res.returncode != 0:
@@ -271,6 +313,7 @@ CHECKS: list[Callable[[], list[Check]]] = [
     check_namespaces,
     check_overlay,
     check_cgroups,
+    check_hardening,
     check_iptables,
     check_docker,
     check_images,

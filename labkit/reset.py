@@ -11,6 +11,7 @@ and mounts go before the directories under them are deleted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -74,11 +75,14 @@ def find_containers() -> list[Leftover]:
 
 def remove_container(item: Leftover) -> None:
     """SIGKILL its PID 1 if that is still the recorded process, then delete its directory."""
+    from labkit.kernel import cgroups
     from labkit.runtime import records
 
     process = item.ref.get("process")
     if process is not None:
         _kill(process)
+    for group in cgroups.existing(item.ref["id"], cgroups.detect()):
+        remove_cgroup(Leftover("cgroup", group.name[:12], "", {"path": str(group)}))
     records.remove(item.ref["id"])
 
 
@@ -97,6 +101,62 @@ def _kill(process: ProcessRef) -> None:
             select.select([pidfd], [], [], 5)  # readable once it has exited
     finally:
         os.close(pidfd)
+
+
+# -- cgroups ----------------------------------------------------------------------------------
+
+
+def find_cgroups() -> list[Leftover]:
+    """labkit's cgroups (``<hierarchy>/labkit/<id>``) that no live container uses: the ones
+    recorded for a container that is not supervised any more (its processes are killed),
+    and empty ones nobody records (older than a few seconds: a container being created or
+    removed by another labkit has one for a moment). A busy cgroup of a container this
+    state directory does not know (another labkit, another test's state) is not touched."""
+    from labkit.kernel import cgroups
+    from labkit.runtime import records
+
+    known = {r.id: r for r in records.all_records()}
+    out = []
+    for hierarchy in cgroups.hierarchies(cgroups.detect()):
+        parent = hierarchy / cgroups.PARENT
+        groups = sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        for group in groups:
+            record = known.get(group.name)
+            if record is not None and record.is_supervised():
+                continue
+            if record is None and (_has_processes(group) or _younger_than(group, 10)):
+                continue  # someone else's container, or one being made or removed right now
+            detail = f"cgroup {group.relative_to(hierarchy.parent)}"
+            out.append(Leftover("cgroup", group.name[:12], detail, {"path": str(group)}))
+    return out
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return True
+
+
+def _has_processes(group: Path) -> bool:
+    try:
+        return bool((group / "cgroup.procs").read_text().strip())
+    except OSError:
+        return False
+
+
+def remove_cgroup(item: Leftover) -> None:
+    from labkit.kernel import cgroups
+
+    group = Path(item.ref["path"])
+    with contextlib.suppress(OSError):
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    if not cgroups.remove(group, timeout=5):
+        raise OSError(f"{group} is still busy")
 
 
 # -- mounts -----------------------------------------------------------------------------------
@@ -177,6 +237,7 @@ def remove_docker_image(item: Leftover) -> None:
 
 KINDS: list[Kind] = [
     Kind("container", find_containers, remove_container),
+    Kind("cgroup", find_cgroups, remove_cgroup),
     Kind("mount", find_mounts, remove_mount),
     Kind("image-tmp", find_image_tmp, remove_path),
     Kind("docker-image", find_docker_images, remove_docker_image, data=True),

@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "startup.py"
 ALWAYS_LISTED = {
-    "labkit", "labkit-script", "labkit-chroot-nons", "unshare", "runc", "crun", "docker",
-    "true", "python-c-pass", "python-I-c-pass", "python-S-c-pass",
+    "labkit", "labkit-privileged", "labkit-script", "labkit-chroot-nons", "unshare", "runc",
+    "crun", "docker", "true", "python-c-pass", "python-I-c-pass", "python-S-c-pass",
 }  # fmt: skip
 
 

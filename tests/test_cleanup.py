@@ -54,7 +54,9 @@ def test_a_mix_of_runs_leaves_nothing(lab, busybox_rootfs: Path, rootfs_copy: Pa
         ((), ("/etc/passwd",), 126),
         (("-w", "/labkit-no-such-dir"), ("true",), 125),
         (("--ns", "uts,bogus"), ("true",), 125),
-        ((), ("sh", "-c", "mount -t tmpfs x /tmp && exit 5"), 5),
+        (("--cap-add", "SYS_ADMIN"), ("sh", "-c", "mount -t tmpfs x /tmp && exit 5"), 5),
+        (("--privileged",), ("true",), 0),
+        (("--ns", "all", "--privileged"), ("true",), 0),
     ]
     for opts, command, code in runs:
         done = lab.run(*command, opts=opts)

@@ -16,7 +16,8 @@ from labkit.kernel import cgroups
 
 EXPECTED = {
     "root", "linux", "kernel", "architecture", "python", "namespaces", "user namespaces",
-    "overlayfs", "cgroups", "iptables", "docker", "image busybox", "image debian", "leftovers",
+    "overlayfs", "cgroups", "seccomp", "device control", "capabilities", "iptables", "docker",
+    "image busybox", "image debian", "leftovers",
 }  # fmt: skip
 
 

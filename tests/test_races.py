@@ -116,13 +116,17 @@ def test_a_supervisor_killed_during_start_up_is_the_one_recorded(
         assert running <= recorded, f"running but not recorded: {running - recorded}"
         assert running, "no kill landed after the container was made: the test proved nothing"
 
-        # The doctor sees every one of them as a leftover: their supervisors are dead.
-        doctor_env = subprocess.run(
-            [PYTHON, "-c", "from labkit import doctor; "
-             "print([c.detail for c in doctor.check_leftovers()][0])"],
+        # Reset and the doctor see every one of them as a leftover: their supervisors are dead.
+        dry = subprocess.run(
+            [PYTHON, "-m", "labkit.cli", "reset", "--dry-run"],
             cwd=REPO, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
-        assert doctor_env.stdout.startswith(f"{len(records)} leftover objects"), doctor_env.stdout
+        assert dry.stdout.count("would remove container ") == len(records), dry.stdout
+        doctor_env = subprocess.run(
+            [PYTHON, "-c", "from labkit import doctor; print(doctor.check_leftovers()[0].status)"],
+            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert doctor_env.stdout.strip() == "warn"
 
         done = subprocess.run(
             [PYTHON, "-m", "labkit.cli", "reset"], cwd=REPO, env=env, capture_output=True, text=True
@@ -156,6 +160,11 @@ supervisor.Supervisor().start(ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv
     pid = int(out.stdout.split()[0])
     assert wait_until(lambda: ProcessRef.of(pid) is None or _is_zombie(pid), timeout=10)
     assert not _containers_running(busybox_rootfs, ["sleep", "1818"])
+    # What the dead supervisor made (its record, the container's cgroup) is reset's to remove.
+    env = _env({"LABKIT_STATE_DIR": str(tmp_path / "state")})
+    done = subprocess.run([PYTHON, "-m", "labkit.cli", "reset"], cwd=REPO, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert "removing container" in done.stdout and done.returncode == 0, done.stdout
 
 
 def _is_zombie(pid: int) -> bool:

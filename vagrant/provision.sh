@@ -153,9 +153,28 @@ else
 fi
 ln -sfn "$VENV/bin/labkit" /usr/local/bin/labkit
 
-# The kernel JupyterLab offers in its launcher. Notebooks run as root through it.
+# The kernel JupyterLab offers in its launcher. Notebooks run as root through it; they record
+# it in their metadata (kernelspec name "labkit"), so JupyterLab opens them on it.
 "$VENV/bin/python" -m ipykernel install --name labkit --display-name "labkit (root)" >/dev/null
 say "jupyter: kernel 'labkit (root)' registered"
+
+# No "Would you like to receive official Jupyter news?" pop-up, and no update checks: the lab
+# runs offline and the learner should see the lab, not JupyterLab's news.
+settings_dir="$VENV/share/jupyter/lab/settings"
+mkdir -p "$settings_dir"
+cat >"$settings_dir/overrides.json" <<'JSON'
+{
+  "@jupyterlab/apputils-extension:notification": {
+    "fetchNews": "false",
+    "checkForUpdates": false
+  }
+}
+JSON
+
+# The learner's working copies of the notebooks: work/ at the repository root (git-ignored).
+# A new lab version (git pull) only adds copies of new notebooks; `labkit lab restore NN`
+# replaces one with the pristine notebook.
+"$VENV/bin/labkit" lab --repo "$repo" init
 
 # --- Docker (used to compare labkit with a real runtime) ---------------------------------------
 # On Ubuntu the learner's cgroup v2 tree needs nothing special: systemd mounts it at
@@ -190,8 +209,11 @@ chmod 0600 "$TOKEN_FILE"
 token=$(tr -d '[:space:]' <"$TOKEN_FILE")
 [ "$(cat "$TOKEN_FILE")" = "$token" ] || (umask 077 && printf '%s' "$token" >"$TOKEN_FILE")
 
-notebooks="$repo/notebooks"
-jupyter_cmd=("$VENV/bin/jupyter" lab --ip=0.0.0.0 --port="$PORT" --no-browser --allow-root)
+# JupyterLab starts at the repository root, so README, docs/ and the labkit source are one click
+# away from the working copies in work/.
+jupyter_cmd=("$VENV/bin/jupyter" lab --ip=0.0.0.0 --port="$PORT" --no-browser --allow-root
+  "--ServerApp.root_dir=$repo" --LabApp.news_url=None
+  --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate)
 
 if [ "$has_systemd" = yes ]; then
   # The unit is written even with --no-server so that a later `systemctl start` works.
@@ -207,9 +229,8 @@ StartLimitIntervalSec=0
 
 [Service]
 User=root
-WorkingDirectory=$notebooks
+WorkingDirectory=$repo
 Environment=JUPYTER_TOKEN_FILE=$TOKEN_FILE
-Environment=IPYKERNEL_CELL_NAME=<IPY-INPUT>
 ExecStart=${jupyter_cmd[*]}
 Restart=always
 RestartSec=5
@@ -241,8 +262,8 @@ elif [ "$start_server" = yes ]; then
   else
     say "jupyter: starting in the background, log $LOG_FILE"
     (
-      cd "$notebooks"
-      export JUPYTER_TOKEN_FILE="$TOKEN_FILE" IPYKERNEL_CELL_NAME='<IPY-INPUT>'
+      cd "$repo"
+      export JUPYTER_TOKEN_FILE="$TOKEN_FILE"
       exec setsid nohup "${jupyter_cmd[@]}" >>"$LOG_FILE" 2>&1 </dev/null
     ) &
     echo $! >"$PID_FILE"
@@ -262,7 +283,7 @@ if [ "$start_server" = yes ]; then
     "$([ "$has_systemd" = yes ] && echo 'journalctl -u labkit-jupyter' || echo "$LOG_FILE"))"
   say "done. JupyterLab is running:"
   echo
-  echo "    http://127.0.0.1:$PORT/lab?token=$token"
+  echo "    http://127.0.0.1:$PORT/lab/tree/work/00_why_containers.ipynb?token=$token"
   echo
   echo "(the token is in $TOKEN_FILE; from the host: vagrant ssh -c 'sudo cat $TOKEN_FILE')"
 else

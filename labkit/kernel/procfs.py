@@ -155,6 +155,7 @@ class Mount(NamedTuple):
     source: str
     options: str  # per-mount options: "rw,nosuid,relatime"
     super_options: str
+    root: str = "/"  # which directory of its filesystem is mounted here (a bind: not "/")
 
     @property
     def propagation(self) -> str:
@@ -189,6 +190,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 source=unescape(f[sep + 2]),
                 options=f[5],
                 super_options=f[sep + 3] if len(f) > sep + 3 else "",
+                root=unescape(f[3]),
             )
         )
     return rows

@@ -137,10 +137,11 @@ def mount_proc(rootfs: Path, bind_if_denied: bool = False) -> None:
 
 
 @stage("mount /sys", fix=FIX_MOUNTS)
-def mount_sys(rootfs: Path, bind_if_denied: bool = False) -> None:
+def mount_sys(rootfs: Path, bind_if_denied: bool = False, read_only: bool = True) -> None:
     """A read-only sysfs: in a new network namespace /sys/class/net shows only its links.
-    (Same ownership rule as /proc, with the network namespace.)"""
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+    (Same ownership rule as /proc, with the network namespace.) Writable only if
+    privileged, as under Docker."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if read_only else 0)
     try:
         syscalls.mount("sysfs", _target(rootfs, "sys"), "sysfs", flags)
     except PermissionError:
@@ -150,12 +151,15 @@ def mount_sys(rootfs: Path, bind_if_denied: bool = False) -> None:
 
 
 @stage("mount /dev", fix=FIX_MOUNTS)
-def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None:
+def mount_dev(
+    rootfs: Path, can_mknod: bool = True, mqueue: bool = True, host_devices: bool = False
+) -> None:
     """A fresh /dev: a tmpfs holding only the six safe devices, pts, shm and mqueue.
 
     In a user namespace mknod is not allowed (``can_mknod=False``), so the host's device
     files are bind-mounted instead, as runc does. /dev/mqueue shows the queues of the
     IPC namespace, so it is only mounted for a container with its own (``mqueue``).
+    A privileged container also gets a node for every device of the host (``host_devices``).
     """
     dev = _target(rootfs, "dev")
     syscalls.mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
@@ -169,6 +173,8 @@ def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None
             syscalls.mount(f"/dev/{device.name}", node, None, MS_BIND)
     for name, points_to in DEV_SYMLINKS.items():
         os.symlink(points_to, dev / name)
+    if host_devices and can_mknod:
+        _copy_host_devices(dev)
     pts_options = "newinstance,ptmxmode=0666,mode=0620"
     syscalls.mount(
         "devpts", _target(dev, "pts", True), "devpts", MS_NOSUID | MS_NOEXEC, pts_options
@@ -178,6 +184,22 @@ def mount_dev(rootfs: Path, can_mknod: bool = True, mqueue: bool = True) -> None
     if mqueue:
         mq_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
         syscalls.mount("mqueue", _target(dev, "mqueue", True), "mqueue", mq_flags)
+
+
+def _copy_host_devices(dev: Path) -> None:
+    """mknod every character and block device of the host's /dev that is not there yet
+    (what Docker does for --privileged), skipping the per-container pts/shm/mqueue."""
+    for top, dirs, files in os.walk("/dev"):
+        dirs[:] = [d for d in dirs if not (top == "/dev" and d in ("pts", "shm", "mqueue"))]
+        for name in files:
+            st = os.lstat(os.path.join(top, name))
+            if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                continue
+            target = dev / os.path.relpath(os.path.join(top, name), "/dev")
+            if os.path.lexists(target):  # one of ours already (or our symlink, like ptmx)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(target, st.st_mode, st.st_rdev)
 
 
 @stage("mount scratch space", fix=FIX_MOUNTS)

@@ -7,6 +7,7 @@ helpers keep those calls short and their output readable.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import os
@@ -74,6 +75,64 @@ def background(*run_args: str, timeout: float = 20) -> Iterator[int]:
             yield pid
         finally:
             _stop(proc, pid_file)
+
+
+class Running:
+    """A container left running in the background for a while (``keep_running``)."""
+
+    def __init__(self, run_args: Sequence[str], minutes: float, timeout: float) -> None:
+        self.minutes = minutes
+        self._tmp = tempfile.TemporaryDirectory(prefix="labkit-nb-")
+        self._pid_file = Path(self._tmp.name) / "pid"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "labkit.cli", "run", "--pid-file", str(self._pid_file)]
+            + list(run_args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            self.pid = _wait_for_pid(self._pid_file, self._proc, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        _running.append(self)
+
+    def stop(self) -> None:
+        """Kill the container and reap its supervisor (again: nothing happens)."""
+        if self._tmp is None:
+            return
+        _stop(self._proc, self._pid_file)
+        self._tmp.cleanup()
+        self._tmp = None
+        if self in _running:
+            _running.remove(self)
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_running: list[Running] = []
+
+
+@atexit.register
+def _stop_all() -> None:
+    for box in list(_running):
+        box.stop()
+
+
+def keep_running(*run_args: str, minutes: float = 15, timeout: float = 20) -> Running:
+    """Start ``labkit run RUN_ARGS -- sleep`` that lasts ``minutes``, for a terminal task.
+
+    Unlike ``background`` it outlives the cell: the learner explores it from JupyterLab's
+    terminal, and a later cell calls ``.stop()``. It also ends by itself after ``minutes``
+    (or when the kernel exits), so a forgotten one does not stay. ``RUN_ARGS`` are the
+    options of ``labkit run``; the command is ``sleep``.
+    """
+    return Running([*run_args, "--", "sleep", str(int(minutes * 60))], minutes, timeout)
 
 
 def _wait_for_pid(pid_file: Path, proc: subprocess.Popen, timeout: float) -> int:

@@ -16,14 +16,18 @@ later stage exits by itself with 125, 126 or 127, like Docker's containers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from labkit.errors import LabkitError
+from labkit.kernel import cgroups
+from labkit.kernel.cgroups import devices
 from labkit.kernel.process import arrange_fds, dup_high
 from labkit.kernel.procfs import ProcessRef
 from labkit.runtime import helper
@@ -46,11 +50,17 @@ class Container:
         self.exit_code: int | None = None
         self.exited_at = 0.0
         self.auto_remove = True
+        self.cgroup: Path | None = None
 
     @property
     def error(self) -> dict | None:
         """The helper's error report, if a stage failed after PID 1 was created."""
         return next((e for e in self.events if e["event"] == "error"), None)
+
+    def release(self) -> None:
+        """After it exited: its cgroup goes (a leftover busy one is for reset to remove)."""
+        if self.cgroup is not None and cgroups.remove(self.cgroup):
+            self.cgroup = None
 
     @property
     def finished(self) -> bool:
@@ -73,6 +83,12 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
     spec = container.spec
     if spec.runs_on_a_copy:
         spec = _on_a_copy(spec, container.record)
+    rules = spec.security().device_rules
+    if rules is not None:  # the device controller's cgroup, which the helper joins first
+        container.cgroup = devices.prepare(spec.id, rules, cgroups.detect())
+        container.record.cgroups = [str(container.cgroup)]
+        container.record.save()
+        spec = dataclasses.replace(spec, cgroup_paths=[str(container.cgroup)])
     if interrupted():
         raise KeyboardInterrupt
     report_r, report_w = os.pipe()
@@ -105,7 +121,7 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
 
 
 def _record_running(container: Container, pid: int, go_w: int) -> None:
-    """PID 1 exists and waits: record it, then let it go on."""
+    """PID 1 exists and waits: record it, confine it, then let it go on."""
     container.pid = pid
     container.pidfd = os.pidfd_open(pid)
     container.record.process = ProcessRef.of(pid)
@@ -115,14 +131,15 @@ def _record_running(container: Container, pid: int, go_w: int) -> None:
 
 
 def kill_and_reap(container: Container) -> None:
-    """For a creation that failed half-way: a PID 1 that exists is killed and reaped."""
-    if container.pidfd < 0:
-        return
-    container.signal(signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(container.pid, 0)
-    os.close(container.pidfd)
-    container.pidfd = -1
+    """For a creation that failed half-way: a PID 1 that exists is killed and reaped, and
+    what was made for it goes."""
+    if container.pidfd >= 0:
+        container.signal(signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(container.pid, 0)
+        os.close(container.pidfd)
+        container.pidfd = -1
+    container.release()
 
 
 def _reap_forkers(container: Container, helper_pid: int) -> None:
@@ -138,7 +155,6 @@ def _reap_forkers(container: Container, helper_pid: int) -> None:
 def _on_a_copy(spec: ContainerSpec, record: Record) -> ContainerSpec:
     """The spec with its root replaced by a throwaway copy in the container's directory:
     without a mount namespace nothing else keeps a container from changing its image."""
-    import dataclasses
     import shutil
 
     from labkit.kernel.mounts import mounts_under

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labkit.kernel import namespaces, process, rootfs
+from labkit.kernel import capabilities, cgroups, masks, namespaces, process, rootfs, seccomp
 from labkit.kernel.stage import Stage, stage
 from labkit.runtime.spec import USERNS_HOST_BASE, USERNS_SIZE, ContainerSpec
 
@@ -58,6 +58,8 @@ def stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
 def namespace_stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
     """In the helper: new namespaces, and PID 1 (whose PID is reported as "created")."""
     steps = []
+    if spec.cgroup_paths:  # first: every namespace, and PID 1, is then made inside them
+        steps.append(Stage(cgroups.join_self, spec.cgroup_paths))
     if "user" in spec.namespaces:
         steps.append(Stage(namespaces.unshare_user, USERNS_HOST_BASE, USERNS_SIZE))
     steps.append(Stage(namespaces.unshare, set(spec.namespaces) - {"user"}))
@@ -70,15 +72,16 @@ def namespace_stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
 
 def container_stages(spec: ContainerSpec) -> list[Stage]:
     """In PID 1, once recorded: everything from the root filesystem to exec, in order."""
-    root, kinds = Path(spec.rootfs), set(spec.namespaces)
+    root, kinds, security = Path(spec.rootfs), set(spec.namespaces), spec.security()
     steps = []
     if "mnt" in kinds:
+        privileged, userns = security.privileged, "user" in kinds
         steps += [
             Stage(rootfs.make_mounts_private),
             Stage(rootfs.bind_onto_itself, root),
             Stage(rootfs.mount_proc, root, "pid" not in kinds),
-            Stage(rootfs.mount_sys, root, "net" not in kinds),
-            Stage(rootfs.mount_dev, root, "user" not in kinds, "ipc" in kinds),
+            Stage(rootfs.mount_sys, root, "net" not in kinds, not privileged),
+            Stage(rootfs.mount_dev, root, not userns, "ipc" in kinds, privileged),
             Stage(rootfs.mount_scratch, root),
             Stage(rootfs.make_readonly, root),
         ]
@@ -91,15 +94,31 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
         steps.append(Stage(namespaces.set_hostname, hostname))
     if spec.try_escape:
         steps.append(Stage(rootfs.chroot_escape))
+    if "mnt" in kinds and security.masks:
+        steps += [Stage(masks.mask), Stage(masks.make_read_only)]
     steps += [
         Stage(process.change_dir, spec.workdir),
         Stage(process.reset_credentials),
         *([Stage(process.open_console, CONSOLE_FD)] if spec.tty else []),
         Stage(process.new_session, spec.tty),
         Stage(process.reset_signals),
+        *hardening_stages(spec),
         Stage(process.keep_only_stdio, REPORT_FD),
         Stage(process.exec_command, spec.argv, spec.environment()),
     ]
+    return steps
+
+
+def hardening_stages(spec: ContainerSpec) -> list[Stage]:
+    """The last defences, in the order they can be applied: no_new_privs, then seccomp
+    (which needs CAP_SYS_ADMIN unless no_new_privs is set), then capabilities are dropped."""
+    security = spec.security()
+    steps = []
+    if security.no_new_privs:
+        steps.append(Stage(capabilities.set_no_new_privs))
+    if security.seccomp:
+        steps.append(Stage(seccomp.load, security.capabilities))
+    steps.append(Stage(capabilities.keep_only, security.capabilities))
     return steps
 
 

@@ -53,6 +53,7 @@ class Record:
     process: ProcessRef | None = None  # its PID 1, as the host sees it
     exit_code: int | None = None
     finished: str | None = None
+    cgroups: list[str] = field(default_factory=list)  # the cgroups made for it
 
     @property
     def directory(self) -> Path:

@@ -18,6 +18,7 @@ from labkit import paths
 from labkit.errors import LabkitError
 from labkit.kernel.namespaces import DOCKER_DEFAULT, KINDS
 from labkit.kernel.rootfs import missing_mount_points
+from labkit.runtime.security import Security
 
 ISOLATIONS = ("pivot_root", "chroot")
 
@@ -55,6 +56,14 @@ class ContainerSpec:
     interactive: bool = False  # -i: stdin is a pipe from the supervisor, else /dev/null
     tty: bool = False  # -t: a pseudo-terminal of the container's own
     try_escape: bool = False
+    # Hardening, with Docker's flags and defaults (see labkit.runtime.security):
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    security_opt: list[str] = field(default_factory=list)
+    device_cgroup_rules: list[str] = field(default_factory=list)
+    # Filled in by the supervisor, not the user: the cgroups the helper joins first.
+    cgroup_paths: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.short_id
@@ -87,8 +96,13 @@ class ContainerSpec:
         env.update(self.env)
         return env
 
+    def security(self) -> Security:
+        """What protects this container: capabilities, seccomp, masks, devices."""
+        return Security.of(self)
+
     def validate(self) -> None:
         """Raise LabkitError naming the problem and the fix; create nothing."""
+        self.security()  # a wrong capability, option or device rule is refused here
         if not self.argv:
             raise LabkitError("no command given", fix="give {command}, e.g. sh -c 'id'")
         unknown = set(self.namespaces) - set(KINDS)

@@ -143,6 +143,7 @@ class Supervisor:
         self._unwatch(container.pidfd, selectors.EVENT_READ)
         os.close(container.pidfd)
         container.pidfd = -1
+        container.release()
 
     def _route_signals(self) -> None:
         with contextlib.suppress(BlockingIOError):

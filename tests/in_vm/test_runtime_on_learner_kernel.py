@@ -8,6 +8,7 @@ does. Run by ``python tests/vm/run_in_cgroup2.py tests/in_vm``; never on the hos
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,7 +58,9 @@ def test_a_container_runs_with_a_shared_root(shared_root: None) -> None:
 def test_its_mounts_do_not_propagate_to_the_host(shared_root: None) -> None:
     """With "/" shared, a mount made inside would appear on the host unless labkit made the
     container's mounts private first (the classic "host /proc vanished" bug)."""
-    done = _labkit("--", "sh", "-c", "mount -t tmpfs labkit-in-vm-probe /tmp && cat /proc/mounts")
+    # (mounting needs CAP_SYS_ADMIN, which a default container does not keep)
+    script = "mount -t tmpfs labkit-in-vm-probe /tmp && cat /proc/mounts"
+    done = _labkit("--cap-add", "SYS_ADMIN", "--", "sh", "-c", script)
     assert done.returncode == 0, done.stderr
     assert "labkit-in-vm-probe" in done.stdout
     assert "labkit-in-vm-probe" not in Path("/proc/self/mounts").read_text()
@@ -66,10 +69,27 @@ def test_its_mounts_do_not_propagate_to_the_host(shared_root: None) -> None:
 
 def test_the_cgroup_namespace_roots_the_view_at_the_container(shared_root: None) -> None:
     """On cgroup v2, /proc/self/cgroup has one line, "0::<path>"; in a cgroup namespace the
-    container's own cgroup is "/"."""
+    container's own cgroup is "/", without one its real path, labkit/<id>."""
     inside = _labkit("--", "cat", "/proc/self/cgroup")
     outside = _labkit("--ns", "uts,pid,mnt,ipc,net", "--", "cat", "/proc/self/cgroup")
     assert inside.returncode == outside.returncode == 0, inside.stderr + outside.stderr
     assert inside.stdout.strip() == "0::/"
-    host_view = Path("/proc/self/cgroup").read_text().strip()
-    assert outside.stdout.strip() == host_view and host_view.startswith("0::")
+    assert re.fullmatch(r"0::/labkit/[0-9a-f]{64}", outside.stdout.strip()), outside.stdout
+
+
+def test_device_control_on_cgroup_v2_is_an_ebpf_program() -> None:
+    """Pure cgroup v2 has no devices.allow: the rules are a BPF program on the container's
+    cgroup. A node the container makes cannot be opened; /dev/null can; the cgroup goes."""
+    script = (
+        "mknod /dev/lk-fuse c 10 229 && echo made; (exec 3</dev/lk-fuse && echo opened); "
+        "head -c 1 /dev/zero | wc -c; grep -E '^(Seccomp|CapEff):' /proc/self/status"
+    )
+    done = _labkit("--", "sh", "-c", script)
+    assert done.stdout.split()[:2] == ["made", "1"], done.stdout + done.stderr
+    assert "Operation not permitted" in done.stderr
+    assert "Seccomp:\t2" in done.stdout and "CapEff:\t00000000a80425fb" in done.stdout
+    allowed = _labkit("--device-cgroup-rule", "c 10:229 r", "--", "sh", "-c", script)
+    assert "opened" in allowed.stdout, allowed.stderr
+    assert not Path("/sys/fs/cgroup/labkit").exists() or not list(
+        p for p in Path("/sys/fs/cgroup/labkit").iterdir() if p.is_dir()
+    ), "the container's cgroup was removed"
