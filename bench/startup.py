@@ -462,14 +462,19 @@ def build_contenders(
             needs=python,
         ),
     ]
-    if baseline is not None:  # the same CLI call, from two checkouts, through the same `env`
+    # The same CLI call, from two checkouts, through the same `env`, each run from its own
+    # checkout: `python -m` puts the working directory first on sys.path (the helper it starts
+    # too), so run from one checkout both would import that one (an earlier run measured this
+    # checkout twice).
+    if baseline is not None:
         for name, checkout in (("labkit-current", REPO), ("labkit-baseline", baseline)):
+            hop = ["env", "-C", str(checkout), f"PYTHONPATH={checkout}"]
             out.append(
                 Contender(
                     name,
                     "container",
-                    f"env PYTHONPATH={checkout} python -m labkit.cli run (as `labkit`)",
-                    fixed(["env", f"PYTHONPATH={checkout}", python, "-m", "labkit.cli", *run_args]),
+                    f"env -C {checkout} PYTHONPATH={checkout} python -m labkit.cli run",
+                    fixed([*hop, python, "-m", "labkit.cli", *run_args]),
                     needs=python,
                 )
             )

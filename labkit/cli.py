@@ -35,6 +35,13 @@ WORDS = {
     "cap_drop": "--cap-drop",
     "security_opt": "--security-opt",
     "seccomp_unconfined": "--security-opt seccomp=unconfined",
+    "memory": "--memory",
+    "memory_swap": "--memory-swap",
+    "memory_reservation": "--memory-reservation",
+    "cpus": "--cpus",
+    "cpu_shares": "--cpu-shares",
+    "pids_limit": "--pids-limit",
+    "cpuset_cpus": "--cpuset-cpus",
     "systempaths_unconfined": "--security-opt systempaths=unconfined",
     "command": "a command after --",
     "doctor": "labkit doctor",
@@ -77,6 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         privileged=args.privileged,
         security_opt=args.security_opt,
         device_cgroup_rules=args.device_cgroup_rule,
+        resources={key: getattr(args, key) for key in RESOURCE_FLAGS if getattr(args, key)},
     )
     supervisor = Supervisor()
     try:
@@ -98,6 +106,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if error:
         print(f"labkit: {_render(LabkitError(error['message'], error['fix']))}", file=sys.stderr)
     return code
+
+
+#: The resource flags, by the name ContainerSpec.resources uses (Docker's, with underscores).
+RESOURCE_FLAGS = (
+    "memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "pids_limit",
+    "cpuset_cpus", "device_read_bps", "device_write_bps",
+)  # fmt: skip
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from labkit.kernel.cgroups.group import ContainerCgroups
+    from labkit.runtime import records
+
+    record = records.find(args.container)
+    stats = ContainerCgroups(record.id).stats()
+    if args.json:
+        import json
+
+        print(json.dumps({"id": record.id, "name": record.name, **stats.as_dict()}, indent=2))
+    else:
+        print(f"{record.id[:12]}  {record.name:<16} {stats.line()}")
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    from labkit.kernel.cgroups.group import ContainerCgroups
+    from labkit.runtime import records
+
+    record = records.find(args.container)
+    ContainerCgroups(record.id).freeze(args.command_name == "pause")
+    print(record.name)
+    return 0
 
 
 def _render(exc: LabkitError) -> str:
@@ -226,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--isolation",
         choices=ISOLATIONS,
         default="pivot_root",
-        help="how the rootfs becomes / (default: pivot_root)",
+        help="how the rootfs becomes / (default: pivot_root; chroot moves the root onto / "
+        "first, as runc --no-pivot, when there is a mount namespace)",
     )
     run.add_argument(
         "-i", "--interactive", action="store_true", help="keep stdin open (else /dev/null)"
@@ -255,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     hardening.add_argument(
         "--device-cgroup-rule", action="append", default=[], metavar="'c 1:3 rwm'"
     )
+    resources = run.add_argument_group("resources (Docker's flags, units like 64m, 1.5, 512k)")
+    resources.add_argument("-m", "--memory", help="memory limit, e.g. 64m")
+    resources.add_argument(
+        "--memory-swap", help="memory + swap limit (default 2x --memory; -1: no limit)"
+    )
+    resources.add_argument("--memory-reservation", help="soft memory limit")
+    resources.add_argument("--cpus", help="CPUs, e.g. 0.5")
+    resources.add_argument("-c", "--cpu-shares", help="relative CPU weight (1024 is normal)")
+    resources.add_argument("--pids-limit", help="most processes at once")
+    resources.add_argument("--cpuset-cpus", help="CPUs it may run on, e.g. 0-1")
+    resources.add_argument("--device-read-bps", action="append", default=[], metavar="DEV:RATE")
+    resources.add_argument("--device-write-bps", action="append", default=[], metavar="DEV:RATE")
     run.add_argument(
         "--try-escape",
         action="store_true",
@@ -262,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     run.set_defaults(func=_cmd_run)
+
+    stats = sub.add_parser("stats", help="what a running container uses (its cgroups)")
+    stats.add_argument("container", help="its name or id")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=_cmd_stats)
+    for name, what in (("pause", "freeze"), ("unpause", "thaw")):
+        command = sub.add_parser(name, help=f"{what} every process of a running container")
+        command.add_argument("container", help="its name or id")
+        command.set_defaults(func=_cmd_pause)
 
     images = sub.add_parser("images", help="build and list base images")
     images.add_argument("action", choices=("build", "ls", "docker-import"))
@@ -286,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="your working copies of the notebooks (in work/)")
     lab.add_argument("--repo", help="the lab's checkout (default: the one labkit runs from)")
     lab.add_argument("action", choices=("init", "restore", "ls"))
-    lab.add_argument("step", nargs="?", help="for restore: a notebook, e.g. 02")
+    lab.add_argument("step", nargs="?", help="for restore: a notebook, e.g. 02a")
     lab.set_defaults(func=_cmd_lab)
     return parser
 

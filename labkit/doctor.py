@@ -1,8 +1,8 @@
 """``labkit doctor``: check, before the lab starts, everything later steps rely on.
 
-Each check reports ``ok``, ``warn`` (the lab works, with a caveat) or ``fail`` (a step will
-break), and every non-ok check carries a one-line fix, so a learner never has to decode a
-kernel errno three notebooks later.
+Each check reports ``ok``, ``info`` (a fact worth knowing, nothing to do), ``warn`` (the lab
+works, with a caveat) or ``fail`` (a step will break), and every warning and failure carries a
+one-line fix, so a learner never has to decode a kernel errno three notebooks later.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labkit import docker
+from labkit.errors import LabkitError
 from labkit.kernel import cgroups
 from labkit.kernel.namespaces import KINDS
 from labkit.kernel.syscalls import PIVOT_ROOT_SYSCALL
@@ -28,7 +29,7 @@ class Check:
     """One line of the doctor's report."""
 
     name: str
-    status: str  # "ok" | "warn" | "fail"
+    status: str  # "ok" | "info" | "warn" | "fail"
     detail: str
     fix: str = ""
 
@@ -160,10 +161,14 @@ def check_overlay() -> list[Check]:
     ]
 
 
+#: What the later steps limit: a runtime's cgroups get only what the root delegates.
+NEEDED_CONTROLLERS = ("cpu", "memory", "pids")
+
+
 def check_cgroups() -> list[Check]:
+    """Where labkit makes its containers' cgroups, and whether the limits the cgroups step
+    writes (cpu, memory, pids) have their controllers there."""
     layout = cgroups.detect()
-    if layout.kind == "unified":
-        return [Check("cgroups", "ok", layout.describe())]
     if layout.kind == "none":
         return [
             Check(
@@ -173,14 +178,32 @@ def check_cgroups() -> list[Check]:
                 "mount -t cgroup2 none /sys/fs/cgroup",
             )
         ]
-    return [
-        Check(
-            "cgroups",
-            "warn",
-            layout.describe(),
-            "for v2 boot with systemd.unified_cgroup_hierarchy=1 (or cgroup_no_v1=all)",
+    if layout.kind != "unified":  # v1 (or hybrid): a tree per controller, all labkit's to use
+        missing = [c for c in NEEDED_CONTROLLERS if layout.v1_path(c) is None]
+        if missing:
+            detail = f"{layout.describe()}; no v1 tree for {' '.join(missing)}"
+            return [Check("cgroups", "warn", detail, "boot with cgroup v2 (cgroup_no_v1=all)")]
+        return [Check("cgroups", "ok", f"{layout.describe()} (labkit uses the v1 trees)")]
+    try:
+        where = cgroups.v2_root(layout)
+    except LabkitError as exc:
+        return [Check("cgroups", "fail", f"unified (v2); {exc.problem}", exc.fix)]
+    # A cgroup can hand its children only the controllers it has itself (cgroup.controllers),
+    # which is what its parent enabled for it; labkit enables them for its own children.
+    have = (where / "cgroup.controllers").read_text().split()
+    detail = f"unified (v2); labkit's cgroups under {where}, controllers: {' '.join(have)}"
+    missing = [c for c in NEEDED_CONTROLLERS if c not in have]
+    if not missing:
+        return [Check("cgroups", "ok", detail)]
+    if cgroups.under_systemd():
+        unit = cgroups.SYSTEMD_UNIT
+        fix = (
+            f"give {unit} Delegate=yes (vagrant/labkit.service), then "
+            f"systemctl daemon-reload && systemctl restart {unit}"
         )
-    ]
+    else:
+        fix = f"echo '{' '.join('+' + c for c in missing)}' > {where.parent}/cgroup.subtree_control"
+    return [Check("cgroups", "warn", f"{detail}; missing: {' '.join(missing)}", fix)]
 
 
 def check_hardening() -> list[Check]:
@@ -265,11 +288,12 @@ def check_docker() -> list[Check]:
     fwd = _run("iptables", "-S", "FORWARD")
     if fwd is not None and fwd.returncode == 0 and "-P FORWARD DROP" in fwd.stdout:
         out.append(
-            _ok(
+            Check(
                 "docker FORWARD policy",
+                "info",
                 "Docker set the iptables FORWARD policy to DROP: routed container traffic is "
                 "dropped unless a rule accepts it; labkit adds its own ACCEPT rules in the "
-                "networking step",
+                "networking step (nothing to do)",
             )
         )
     return out
@@ -341,7 +365,7 @@ def main(as_json: bool = False) -> int:
     if as_json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
-        mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        mark = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
         width = max(len(c.name) for c in checks)
         for c in checks:
             print(f"[{mark[c.status]}] {c.name:<{width}}  {c.detail}")

@@ -49,13 +49,16 @@ class Kind:
 
 def find_containers() -> list[Leftover]:
     """Every container record. A running container's PID 1 is matched by PID, start time
-    and boot (never by PID alone); an unreadable record is a leftover too."""
+    and boot (never by PID alone); an unreadable record is a leftover too, unless it is a
+    few seconds old (a container being created has a directory before its record)."""
     from labkit.runtime import records
 
     out = []
     for directory in records.directories():
         record = records.load(directory)
         if record is None:
+            if _younger_than(directory, 10):
+                continue  # another labkit is writing it right now
             ref = {"id": directory.name}
             out.append(Leftover("record", directory.name[:12], "unreadable record", ref))
             continue

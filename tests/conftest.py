@@ -26,10 +26,9 @@ from pathlib import Path
 
 import pytest
 
-# tests/in_vm runs only inside the cgroup-v2 VM started by tests/vm/run_in_cgroup2.py;
-# tests/vm holds that launcher script, not tests.
-collect_ignore = ["in_vm"]
-collect_ignore += ["vm"]
+# tests/in_vm runs only inside the learner's VM (tests/guest/run.py boots it); tests/guest
+# holds the scripts that build and boot that VM, not tests.
+collect_ignore = ["in_vm", "guest"]
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -85,12 +84,13 @@ class Lab:
     ) -> subprocess.CompletedProcess[str]:
         """``python -m labkit.cli ARGS`` (as ``user`` via setpriv if given)."""
         argv = [PYTHON, "-m", "labkit.cli", *args]
+        cwd, run_env = REPO, _env(env)
         if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+            argv, cwd, run_env = _as_user(user, argv, run_env)
         return subprocess.run(
             argv,
-            cwd=REPO,
-            env=_env(env),
+            cwd=cwd,
+            env=run_env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -120,10 +120,11 @@ class Lab:
         The script gets ``emit(**fields)`` and ``attempt(fn, *args)`` (see ``_PRELUDE``).
         """
         argv = [python, "-c", _PRELUDE + textwrap.dedent(code)]
+        cwd, run_env = REPO, _env(None)
         if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+            argv, cwd, run_env = _as_user(user, argv, run_env)
         done = subprocess.run(
-            argv, cwd=REPO, env=_env(None), capture_output=True, text=True, timeout=timeout
+            argv, cwd=cwd, env=run_env, capture_output=True, text=True, timeout=timeout
         )
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith(JSON_TAG)]
         if check and (done.returncode != 0 or not lines):
@@ -174,6 +175,67 @@ class Lab:
                     proc.kill()
                     proc.wait()
             proc.communicate()
+
+
+def _as_user(user: int, argv: list[str], env: dict[str, str]):
+    """``argv`` as ``user`` (setpriv), able to import labkit wherever the checkout is.
+
+    A Vagrant checkout sits in /home/vagrant, which distributions make 0700 or 0750, so an
+    unprivileged user cannot import labkit from it. The behaviour under test (what labkit
+    says to a user who is not root) needs labkit importable, so such a run gets a copy of
+    the package that everyone can read, and starts in "/"."""
+    readable = _package_for_everyone()
+    _check_import_as(user, readable)
+    argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    return argv, "/", {**env, "PYTHONPATH": readable}
+
+
+_READABLE_COPY: list[str] = []
+
+
+def _package_for_everyone() -> str:
+    """A world-readable copy of labkit/ (made once a session, removed at its end)."""
+    if not _READABLE_COPY:
+        import atexit
+        import shutil
+        import tempfile
+
+        top = tempfile.mkdtemp(prefix="labkit-test-package-")
+        atexit.register(shutil.rmtree, top, True)
+        shutil.copytree(
+            REPO / "labkit", Path(top) / "labkit", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        for d in (top, *(str(p) for p in Path(top).rglob("*") if p.is_dir())):
+            os.chmod(d, 0o755)
+        for f in Path(top).rglob("*"):
+            if f.is_file():
+                os.chmod(f, 0o644)
+        _READABLE_COPY.append(top)
+    return _READABLE_COPY[0]
+
+
+_IMPORT_CHECKED: set[int] = set()
+
+
+def _check_import_as(user: int, pythonpath: str) -> None:
+    """Fail with the reason, before the test, if ``user`` cannot import labkit at all: a test
+    about what a non-root user is told must not pass or fail on an ImportError."""
+    if user in _IMPORT_CHECKED:
+        return
+    done = subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", PYTHON, "-c",
+         "import labkit.cli"],
+        cwd="/", env={**_env(None), "PYTHONPATH": pythonpath},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        pytest.fail(
+            f"uid {user} cannot run {PYTHON} with labkit from {pythonpath}: {last} "
+            f"(is the interpreter or its venv readable by other users?)",
+            pytrace=False,
+        )
+    _IMPORT_CHECKED.add(user)
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:

@@ -230,6 +230,16 @@ def containers() -> Iterable[str]:
     yield from sorted(_run(["timeout", "20", "docker", "ps", "-a", "--no-trunc", "--format", fmt]))
 
 
+def host_settings() -> Iterable[str]:
+    """Host-wide settings a run may change for a while and must undo: the binfmt_misc entry
+    the arm64 learner's VM is built with (tests/guest/image.py), and temporary files named
+    like labkit's in /tmp (the guest's checkout copies, notebooks' scratch directories)."""
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if binfmt.is_dir():
+        yield from (f"binfmt_misc {e.name}" for e in binfmt.glob("labkit*"))
+    yield from (f"tmp {e}" for e in sorted(Path("/tmp").glob("labkit*")))
+
+
 PROBES: dict[str, Callable[[], Iterable[str]]] = {
     "netns": netns,
     "link": links,
@@ -240,6 +250,7 @@ PROBES: dict[str, Callable[[], Iterable[str]]] = {
     "pidns": pid_namespaces,
     "labkit": labkit_state,
     "container": containers,
+    "host": host_settings,
 }
 
 

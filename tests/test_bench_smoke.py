@@ -11,6 +11,7 @@ rest of the suite it runs as root on the busybox image, and fails rather than sk
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,41 @@ def test_a_baseline_checkout_is_timed_beside_this_one(busybox_rootfs: Path, tmp_
     rows = {r["name"]: r for r in report["contenders"]}
     assert set(rows) == {"labkit-current", "labkit-baseline"}
     assert all(r["status"] == "ok" for r in rows.values()), rows
+
+
+def test_the_baseline_runs_its_own_code_not_this_checkouts(
+    busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """Defect: run from this checkout, `python -m` put it first on sys.path, so the baseline
+    contender timed this checkout's code a second time. A baseline whose CLI only fails must
+    fail, while this checkout's works."""
+    broken = tmp_path / "broken-checkout"
+    shutil.copytree(
+        REPO / "labkit", broken / "labkit", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (broken / "labkit" / "cli.py").write_text("raise SystemExit('the baseline checkout ran')\n")
+    names = "labkit-current,labkit-baseline"
+    report, _ = _bench(busybox_rootfs, tmp_path, "--baseline", str(broken), "--only", names)
+    rows = {r["name"]: r for r in report["contenders"]}
+    assert rows["labkit-current"]["status"] == "ok", rows
+    assert rows["labkit-baseline"]["status"] == "failed", rows
+
+
+def test_the_cgroup_benchmark_measures_every_runtime(busybox_rootfs: Path, tmp_path: Path) -> None:
+    """bench/cgroups.py: labkit, runc and crun with and without the limits, and labkit's
+    in-process lifecycle, all measured (none failed); what it made is gone (leak check)."""
+    out = tmp_path / "cgroups.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cgroups.py"), "--runs", "2", "--warmup", "0",
+         "--rootfs", str(busybox_rootfs), "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "FAILED" not in done.stdout, done.stdout
+    report = json.loads(out.read_text())
+    measured = {(r["name"].removesuffix("-nsenter"), r["kind"]) for r in report["rows"]
+                if r["status"] == "ok"}  # fmt: skip
+    assert measured >= {("labkit", "plain"), ("labkit", "limits"), ("runc", "plain"),
+                        ("runc", "limits"), ("crun", "plain"), ("crun", "limits"),
+                        ("crun", "disabled")}, measured  # fmt: skip
+    assert all(len(v) == 2 and min(v) > 0 for v in report["lifecycle_us"].values())

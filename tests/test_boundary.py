@@ -276,6 +276,27 @@ def test_the_no_namespace_mode_runs_on_a_throwaway_copy(busybox_rootfs: Path) ->
     assert done.stdout == "x\n" and not (busybox_rootfs / "etc/m").exists()
 
 
+def test_the_throwaway_copy_makes_device_nodes_again_instead_of_reading_them(
+    rootfs_copy: Path, tmp_path: Path
+) -> None:
+    """An image with /dev/full in it (debootstrap makes one): copying it as a file would
+    write zeros until the disk is full. The copy has the node, and the run ends."""
+    full = os.stat("/dev/full")
+    os.mknod(rootfs_copy / "dev" / "full", full.st_mode, full.st_rdev)
+    state = tmp_path / "state"  # a state directory whose "debian" image is that rootfs
+    (state / "images" / "debian").mkdir(parents=True)
+    rootfs_copy.rename(state / "images" / "debian" / "rootfs")
+    (state / "images" / "debian" / "image.json").write_text('{"created": "now"}')
+    done = subprocess.run(
+        [PYTHON, "-m", "labkit.cli", "run", "--image", "debian", *MODES["no-namespaces"],
+         "--", "ls", "-l", "/dev/full"],
+        cwd=REPO, env=_env({"LABKIT_STATE_DIR": str(state)}), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("c") and "1,   7" in done.stdout, done.stdout
+
+
 def test_the_chroot_escape_still_works_where_it_should(busybox_rootfs: Path) -> None:
     """The teaching mode notebook 01 relies on: it needs a writable place for its hideout."""
     escaped = _labkit(

@@ -369,11 +369,22 @@ def test_a_too_long_hostname_is_refused_by_validate(busybox_rootfs: Path) -> Non
         spec.validate()
 
 
-def test_the_command_starts_with_default_signal_dispositions(lab) -> None:
-    """Python ignores SIGPIPE and SIGXFSZ; an exec'd command must not inherit that."""
+def test_the_command_starts_with_default_signal_dispositions(lab, busybox_rootfs: Path) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and `nohup` or a script's background job makes
+    labkit ignore SIGHUP, SIGINT and SIGQUIT: an exec'd command must inherit none of that
+    (Docker's start with every signal at its default, whoever ran `docker run`)."""
     done = lab.sh("grep SigIgn /proc/self/status; yes | head -1")
     assert done.stdout.split() == ["SigIgn:", "0000000000000000", "y"], done.stdout
     assert "Broken pipe" not in done.stderr
+    ignoring = subprocess.run(
+        ["sh", "-c", "trap '' HUP INT QUIT; exec \"$@\"", "sh", PYTHON, "-m", "labkit.cli"]
+        + ["run", "--rootfs", str(busybox_rootfs), "--", "grep", "SigIgn", "/proc/self/status"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ignoring.stdout.split() == ["SigIgn:", "0000000000000000"], ignoring.stderr
 
 
 @pytest.mark.parametrize("where", ["missing-dir", "a-directory"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,9 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     reused = _record(state, "reused", bystander.pid, start_time(bystander.pid) + 1, [])
     # a container directory whose record cannot be read (a crash while it was first written)
     (state / "containers" / "broken").mkdir()
+    os.utime(state / "containers" / "broken", (time.time() - 60, time.time() - 60))
+    # ... and one being created right now by another labkit: not touched
+    (state / "containers" / "being-made").mkdir()
     # (b) mounts inside labkit dirs, nested, plus one outside that must survive
     inner = run / "c1" / "rootfs"
     _mount_tmpfs(inner)
@@ -87,6 +91,7 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     kinds = {(i.kind, i.name) for i in reset.plan()}
     assert {("container", "live"), ("container", "gone"), ("container", "reused")} <= kinds
     assert ("record", "broken") in kinds
+    assert not any(name.startswith("being-ma") for _, name in kinds)
     assert ("mount", str(inner / "proc")) in kinds
     assert ("mount", str(outside)) not in kinds
     assert ("image-tmp", ".tmp-busybox-424242") in kinds
@@ -102,6 +107,7 @@ def test_reset_removes_exactly_what_labkit_made(dirs: dict) -> None:
     assert bystander.poll() is None, "an unrecorded / reused-pid process was killed"
     for rec in (live, gone, reused, state / "containers" / "broken"):
         assert not rec.exists()
+    assert (state / "containers" / "being-made").is_dir(), "a record being written was removed"
     assert not mounts.mounts_under(run) and not mounts.mounts_under(state)
     assert _mounted(outside), "a mount outside labkit's dirs was touched"
     assert not (state / "images" / ".tmp-busybox-424242").exists()

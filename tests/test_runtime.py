@@ -500,15 +500,16 @@ def test_one_supervisor_waits_for_many_containers(lab, busybox_rootfs: Path) -> 
         from labkit.runtime.spec import ContainerSpec
         sup = Supervisor()
         started = [
-            sup.start(ContainerSpec(rootfs={str(busybox_rootfs)!r},
-                                    argv=["sh", "-c", f"sleep 0.{{3 - n}}; exit {{n + 1}}"]))
+            sup.start(ContainerSpec(rootfs={str(busybox_rootfs)!r}, argv=["sh", "-c",
+                f"while [ ! -e /tmp/go ]; do sleep 0.02; done; exit {{n + 1}}"]))
             for n in range(3)
         ]
         order = []
-        while len(order) < 3:
-            sup.step(1)
-            order += [c.spec.name for c in started if c.exit_code is not None
-                      and c.spec.name not in order]
+        for c in reversed(started):  # let the last one go first, and so on
+            open(f"/proc/{{c.pid}}/root/tmp/go", "w").close()
+            while c.exit_code is None:
+                sup.step(1)
+            order += [c.spec.name]
         emit(codes=[sup.wait(c) for c in started], order=order,
              names=[c.spec.name for c in started])
     """)

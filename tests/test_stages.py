@@ -31,7 +31,8 @@ def _cli_words() -> re.Pattern[str]:
     flags = {o for a in parser._actions for o in a.option_strings}
     for sub in parser._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
         flags |= {o for a in sub._actions for o in a.option_strings}
-    flags -= {"-h", "--help"}
+    # -c (Docker's short --cpu-shares) is also the shell's `sh -c`, which fixes do show
+    flags -= {"-h", "--help", "-c"}
     alternatives = "|".join(re.escape(f) for f in sorted(flags, key=len, reverse=True))
     return re.compile(
         rf"(?<![\w-])({alternatives})(?![\w-])|\blabkit (run|doctor|reset|images|ns)\b"

@@ -10,7 +10,10 @@ import errno
 import os
 import platform
 import socket
+import tempfile
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -207,12 +210,27 @@ def test_pivot_root_on_a_non_mount_point_is_einval_and_says_why(lab, tmp_path) -
     assert not os.path.ismount(mnt)
 
 
-def test_pivot_root_on_a_plain_dir_of_the_root_fs_is_ebusy_and_says_why(lab, tmp_path) -> None:
+@pytest.fixture
+def plain_dir_on_the_root_mount() -> Iterator[Path]:
+    """A directory on the mount that is "/" itself. Not the temp dir: /tmp is a tmpfs of its
+    own on Debian 13 (and on many hosts), where the kernel answers EINVAL instead."""
+    for base in ("/var/tmp", "/var/lib", "/root", "/"):
+        chain = [Path(base), *Path(base).parents]
+        if os.path.isdir(base) and not any(os.path.ismount(p) for p in chain if str(p) != "/"):
+            plain = Path(tempfile.mkdtemp(prefix="labkit-test-pivot-", dir=base))
+            try:
+                yield plain
+            finally:
+                plain.rmdir()
+            return
+    pytest.fail("no directory on the root mount to try pivot_root on")
+
+
+def test_pivot_root_on_a_plain_dir_of_the_root_fs_is_ebusy_and_says_why(
+    lab, plain_dir_on_the_root_mount: Path
+) -> None:
     """The learner's usual first try: the same mistake, but the kernel says EBUSY."""
-    plain = tmp_path / "not-a-mount-point"
-    plain.mkdir()
-    if os.stat(plain).st_dev != os.stat("/").st_dev:
-        pytest.fail("the temp dir is not on the root filesystem here: set TMPDIR on /")
+    plain = plain_dir_on_the_root_mount
     out = lab.py(f"""
         from labkit.kernel import rootfs, syscalls
         syscalls.unshare(syscalls.CLONE_NEWNS)

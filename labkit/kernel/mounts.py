@@ -1,15 +1,17 @@
-"""Mounts below a path, and deleting a tree without walking into a mount.
+"""Mounts below a path; deleting a tree without walking into a mount, and copying one.
 
 The mount table itself comes from /proc/PID/mountinfo (read and parsed in
 ``labkit.kernel.procfs``). Two things labkit often needs from it live here: which mounts sit
 at or below a directory (in an order in which they can be detached), and how to delete a
 directory that might still have a mount inside it: ``shutil.rmtree`` would happily descend
-into a bind mount of host files and delete them.
+into a bind mount of host files and delete them. Copying a root filesystem has the mirror
+trap: ``shutil.copytree`` *reads* a device node as a file, and /dev/full never ends.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from labkit.errors import LabkitError
@@ -53,3 +55,26 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def copy_tree(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Copy a root filesystem: files with their metadata, symlinks as symlinks, device nodes
+    and FIFOs made again with the same numbers and mode (never read), sockets left out."""
+    import shutil
+
+    shutil.copytree(source, target, symlinks=True, copy_function=_copy_entry)
+
+
+def _copy_entry(source: str, target: str) -> str:
+    import shutil
+
+    st = os.lstat(source)
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        os.mknod(target, st.st_mode, st.st_rdev)
+        os.chmod(target, stat.S_IMODE(st.st_mode))  # mknod is subject to the umask
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(target, stat.S_IMODE(st.st_mode))
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+    elif not stat.S_ISSOCK(st.st_mode):
+        shutil.copy2(source, target, follow_symlinks=False)
+    return target

@@ -133,20 +133,23 @@ def change_dir(path: str) -> None:
     os.chdir(path)
 
 
-#: Signals Python sets to SIG_IGN (and the CLI handles); an ignored signal stays ignored
-#: across exec, so `yes | head` would print "Broken pipe" instead of stopping quietly.
-_PYTHON_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ)
-
-
 @stage("signals", fix="this is a labkit bug: please report it")
 def reset_signals() -> None:
     """Default dispositions and an empty signal mask for the command.
 
-    The supervisor blocks signals while it creates a container (so a Ctrl-C cannot leave
-    half of one), and a blocked mask is inherited across fork and exec.
+    An ignored signal stays ignored across exec: Python ignores SIGPIPE and SIGXFSZ (so
+    `yes | head` would print "Broken pipe" instead of stopping quietly), and whoever started
+    labkit may have ignored more (`nohup` ignores SIGHUP; a background job of a script,
+    SIGINT and SIGQUIT). Docker's containers start with every signal at its default, whoever
+    ran `docker run`. The supervisor also blocks signals while it creates a container (so a
+    Ctrl-C cannot leave half of one), and a blocked mask is inherited across fork and exec.
     """
-    for signum in _PYTHON_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+    for signum in signal.valid_signals():
+        try:
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL, SIGSTOP and the C library's own
+            continue
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 

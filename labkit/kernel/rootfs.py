@@ -246,3 +246,15 @@ def pivot_into(rootfs: str | os.PathLike[str]) -> None:
     syscalls.pivot_root(".", ".")
     syscalls.umount2(".", syscalls.MNT_DETACH)
     os.chdir("/")
+
+
+@stage("move the root onto /", fix="the root filesystem must be a directory on a local filesystem")
+def move_onto_root(rootfs: str | os.PathLike[str]) -> None:
+    """chroot without the way back, when pivot_root cannot be used (runc's ``--no-pivot``):
+    move the root's mount onto "/" of this mount namespace, then chroot into it. The host's
+    root is still underneath, but ".." from the top of a mount stacked on "/" comes back
+    down into that mount, so ``chroot_escape`` ends where it started."""
+    os.chdir(rootfs)
+    syscalls.mount(".", "/", None, syscalls.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")

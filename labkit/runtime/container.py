@@ -4,7 +4,7 @@
 2. with SIGINT, SIGTERM and SIGHUP blocked, the helper starts with the container's stdio as
    descriptors 0-2, REPORT as 3 and GO as 4 (and CONSOLE as 5 with -t);
 3. "created PID" arrives on REPORT: PID 1 exists and waits. The supervisor opens a pidfd for
-   it, records it as running, and writes "go" (later steps put it in its cgroup and wire its
+   it, records it as running, and writes "go" (later steps wire its
    network first, here, as Docker does between ``runc create`` and ``runc start``);
 4. end of file on REPORT means the command runs (the pipe closes on exec); an "error" line
    says which stage failed and why.
@@ -23,11 +23,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from labkit.errors import LabkitError
-from labkit.kernel import cgroups
-from labkit.kernel.cgroups import devices
+from labkit.kernel.cgroups.group import ContainerCgroups
 from labkit.kernel.process import arrange_fds, dup_high
 from labkit.kernel.procfs import ProcessRef
 from labkit.runtime import helper
@@ -50,7 +48,7 @@ class Container:
         self.exit_code: int | None = None
         self.exited_at = 0.0
         self.auto_remove = True
-        self.cgroup: Path | None = None
+        self.cgroups: ContainerCgroups | None = None
 
     @property
     def error(self) -> dict | None:
@@ -58,9 +56,15 @@ class Container:
         return next((e for e in self.events if e["event"] == "error"), None)
 
     def release(self) -> None:
-        """After it exited: its cgroup goes (a leftover busy one is for reset to remove)."""
-        if self.cgroup is not None and cgroups.remove(self.cgroup):
-            self.cgroup = None
+        """After PID 1 exited: what it left running is killed (without a PID namespace its
+        children outlive it, as under runc, which also kills them), then its cgroups go
+        (one still busy is for reset to remove)."""
+        if self.cgroups is None:
+            return
+        if self.cgroups.processes():
+            self.cgroups.kill()
+        if self.cgroups.remove():
+            self.cgroups = None
 
     @property
     def finished(self) -> bool:
@@ -83,12 +87,12 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
     spec = container.spec
     if spec.runs_on_a_copy:
         spec = _on_a_copy(spec, container.record)
-    rules = spec.security().device_rules
-    if rules is not None:  # the device controller's cgroup, which the helper joins first
-        container.cgroup = devices.prepare(spec.id, rules, cgroups.detect())
-        container.record.cgroups = [str(container.cgroup)]
-        container.record.save()
-        spec = dataclasses.replace(spec, cgroup_paths=[str(container.cgroup)])
+    # Its cgroups (limits, accounting, device rules), which the helper joins before anything.
+    container.cgroups = ContainerCgroups(spec.id)
+    paths = container.cgroups.create(spec.limits(), spec.security().device_rules)
+    container.record.cgroups = [str(p) for p in paths]
+    container.record.save()
+    spec = dataclasses.replace(spec, cgroup_paths=container.record.cgroups)
     if interrupted():
         raise KeyboardInterrupt
     report_r, report_w = os.pipe()
@@ -105,9 +109,11 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
                 event = json.loads(line)
                 container.events.append(event)
                 if event["event"] == "created":
+                    _reap_forkers(container, helper_pid, pid1=event["pid"])
                     _record_running(container, event["pid"], go_w)
         os.close(go_w)
-        _reap_forkers(container, helper_pid)
+        if not container.pid:  # it failed before PID 1 existed
+            _reap_forkers(container, helper_pid, pid1=0)
         if container.stdio.console_socket is not None:
             container.stdio.receive_console()
     finally:
@@ -142,12 +148,13 @@ def kill_and_reap(container: Container) -> None:
     container.release()
 
 
-def _reap_forkers(container: Container, helper_pid: int) -> None:
-    """Reap the processes that forked PID 1 and have exited since: the helper (our child)
-    and, with a user namespace, its child, which became ours when the helper exited."""
+def _reap_forkers(container: Container, helper_pid: int, pid1: int) -> None:
+    """Reap the processes that forked PID 1 (they exit right after): the helper (our child)
+    and, with a user namespace, its child, which became ours when the helper exited. Before
+    PID 1 goes on: until reaped they count against the container's pids limit."""
     forker = next((e["forker"] for e in container.events if e["event"] == "created"), None)
     for pid in (helper_pid, forker):
-        if pid and pid != container.pid:
+        if pid and pid != pid1:  # without a PID namespace the helper *is* PID 1
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
 
@@ -155,9 +162,7 @@ def _reap_forkers(container: Container, helper_pid: int) -> None:
 def _on_a_copy(spec: ContainerSpec, record: Record) -> ContainerSpec:
     """The spec with its root replaced by a throwaway copy in the container's directory:
     without a mount namespace nothing else keeps a container from changing its image."""
-    import shutil
-
-    from labkit.kernel.mounts import mounts_under
+    from labkit.kernel.mounts import copy_tree, mounts_under
 
     mounted = mounts_under(spec.rootfs)
     if mounted:  # copying a mounted /proc would never end
@@ -166,7 +171,7 @@ def _on_a_copy(spec: ContainerSpec, record: Record) -> ContainerSpec:
             fix=f"unmount it (umount {mounted[0]}), then try again",
         )
     copy = record.directory / "rootfs"
-    shutil.copytree(spec.rootfs, copy, symlinks=True)
+    copy_tree(spec.rootfs, copy)
     return dataclasses.replace(spec, rootfs=str(copy))
 
 

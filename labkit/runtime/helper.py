@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from labkit.kernel import capabilities, cgroups, masks, namespaces, process, rootfs, seccomp
+from labkit.kernel.cgroups import view
 from labkit.kernel.stage import Stage, stage
 from labkit.runtime.spec import USERNS_HOST_BASE, USERNS_SIZE, ContainerSpec
 
@@ -81,6 +82,13 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
             Stage(rootfs.bind_onto_itself, root),
             Stage(rootfs.mount_proc, root, "pid" not in kinds),
             Stage(rootfs.mount_sys, root, "net" not in kinds, not privileged),
+            Stage(
+                view.mount_cgroups,
+                root,
+                spec.cgroup_paths,
+                "cgroup" in kinds and not userns,
+                not privileged,
+            ),  # fmt: skip
             Stage(rootfs.mount_dev, root, not userns, "ipc" in kinds, privileged),
             Stage(rootfs.mount_scratch, root),
             Stage(rootfs.make_readonly, root),
@@ -88,7 +96,9 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
     if spec.isolation == "pivot_root":
         steps.append(Stage(rootfs.pivot_into, root))
     else:
-        steps.append(Stage(rootfs.chroot_into, root))
+        # with a mount namespace, chroot on a moved root (runc's --no-pivot); without, plain
+        moving = "mnt" in kinds
+        steps.append(Stage(rootfs.move_onto_root if moving else rootfs.chroot_into, root))
     hostname = spec.effective_hostname()
     if hostname:
         steps.append(Stage(namespaces.set_hostname, hostname))

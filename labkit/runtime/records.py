@@ -142,6 +142,19 @@ def claim(container_id: str, name: str, config: dict, supervisor: ProcessRef) ->
         return record
 
 
+def find(name_or_id: str) -> Record:
+    """The running container with this name, id or unique id prefix (as Docker finds one)."""
+    running = [r for r in all_records() if r.is_running()]
+    exact = [r for r in running if name_or_id in (r.name, r.id)]
+    matches = exact or [r for r in running if r.id.startswith(name_or_id)]
+    if len(matches) != 1:
+        why = "No such container" if not matches else "Several containers match"
+        raise LabkitError(
+            f"{why}: {name_or_id}", fix="give the name or id of one running container"
+        )
+    return matches[0]
+
+
 def remove(container_id: str) -> None:
     """Delete a container's directory: its record and any scratch copy of its root."""
     remove_tree(containers_dir() / container_id)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabkitError
+from labkit.kernel.cgroups.limits import Limits
+from labkit.kernel.cgroups.limits import parse as parse_limits
 from labkit.kernel.namespaces import DOCKER_DEFAULT, KINDS
 from labkit.kernel.rootfs import missing_mount_points
 from labkit.runtime.security import Security
@@ -62,6 +64,9 @@ class ContainerSpec:
     privileged: bool = False
     security_opt: list[str] = field(default_factory=list)
     device_cgroup_rules: list[str] = field(default_factory=list)
+    # Resource limits, as Docker's flags spell them (labkit.kernel.cgroups.limits.parse):
+    # {"memory": "64m", "cpus": "0.5", "pids_limit": "50", "device_read_bps": ["/dev/vda:1m"]}
+    resources: dict = field(default_factory=dict)
     # Filled in by the supervisor, not the user: the cgroups the helper joins first.
     cgroup_paths: list[str] = field(default_factory=list)
 
@@ -100,9 +105,15 @@ class ContainerSpec:
         """What protects this container: capabilities, seccomp, masks, devices."""
         return Security.of(self)
 
+    def limits(self) -> Limits:
+        """What it may use: memory, CPU, PIDs, I/O (checked against this host)."""
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in self.resources.items()}
+        return parse_limits(**given)
+
     def validate(self) -> None:
         """Raise LabkitError naming the problem and the fix; create nothing."""
         self.security()  # a wrong capability, option or device rule is refused here
+        self.limits()  # and a limit this host cannot honour
         if not self.argv:
             raise LabkitError("no command given", fix="give {command}, e.g. sh -c 'id'")
         unknown = set(self.namespaces) - set(KINDS)

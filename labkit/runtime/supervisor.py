@@ -120,6 +120,7 @@ class Supervisor:
         assert container.exit_code is not None
         if container.auto_remove:
             records.remove(container.record.id)
+        self.containers.remove(container)
         return container.exit_code
 
     def step(self, timeout: float | None = None) -> None:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from labkit.errors import LabkitError
 from labkit.kernel.procfs import Mount, mountinfo
 from labkit.kernel.stage import stage
 
@@ -93,6 +94,36 @@ def detect() -> Layout:
     return layout_of(mountinfo())
 
 
+# -- where labkit may make cgroups -------------------------------------------------------------
+
+#: On a systemd host, the subtree systemd delegates to labkit: the cgroup of this unit, which
+#: vagrant/provision.sh installs with Delegate=yes (and which the daemon will become).
+SYSTEMD_UNIT = "labkit.service"
+SYSTEMD_ROOT = ROOT / "system.slice" / SYSTEMD_UNIT
+
+
+def under_systemd() -> bool:
+    """systemd runs this machine (it creates /run/systemd/system at boot)."""
+    return Path("/run/systemd/system").is_dir()
+
+
+def v2_root(layout: Layout) -> Path:
+    """Where labkit makes its v2 cgroups.
+
+    systemd owns the v2 tree and may move or remove cgroups it did not make, so on a systemd
+    host labkit writes only below the cgroup systemd delegated to it (``Delegate=yes``),
+    as a container manager must; without systemd, the tree's root is fine.
+    """
+    if not under_systemd():
+        return Path(layout.v2_mount)
+    if not (SYSTEMD_ROOT / "cgroup.subtree_control").exists():
+        raise LabkitError(
+            f"systemd has not delegated a cgroup subtree to labkit ({SYSTEMD_UNIT} is not running)",
+            fix=f"start it: systemctl start {SYSTEMD_UNIT} (provisioning installs it)",
+        )
+    return SYSTEMD_ROOT
+
+
 # -- labkit's own cgroups ------------------------------------------------------------------------
 
 PARENT = "labkit"
@@ -103,8 +134,11 @@ def path_for(hierarchy: Path, container_id: str) -> Path:
 
 
 def hierarchies(layout: Layout) -> list[Path]:
-    """Every mounted cgroup tree: the v1 ones and the v2 one."""
+    """Every tree labkit makes cgroups in: the v1 ones, and the v2 one (or the subtree
+    systemd delegated in it)."""
     trees = [Path(target) for _, target in layout.v1_mounts]
+    if layout.kind == "unified" and under_systemd():
+        return trees + ([SYSTEMD_ROOT] if SYSTEMD_ROOT.is_dir() else [])
     return trees + ([Path(layout.v2_mount)] if layout.v2_mount else [])
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from labkit.errors import LabkitError
-from labkit.kernel import cgroups, syscall_numbers
+from labkit.kernel import syscall_numbers
 
 
 class Rule(NamedTuple):
@@ -69,28 +69,16 @@ DOCKER_DEFAULT = tuple(
 )  # fmt: skip
 
 
-def prepare(container_id: str, rules: Iterable[Rule], layout: cgroups.Layout) -> Path:
-    """A cgroup for the container whose devices are only ``rules``; return its path.
+def apply_v1(path: Path, rules: Iterable[Rule]) -> None:
+    """A v1 devices cgroup: deny everything, then allow each rule."""
+    (path / "devices.deny").write_text("a\n")
+    for rule in rules:
+        (path / "devices.allow").write_text(f"{rule}\n")
 
-    The container joins it itself, before it unshares its cgroup namespace (so that
-    namespace's root is this cgroup, as runc does it), with ``cgroups.join_self``.
-    """
-    rules = list(rules)
-    devices_v1 = layout.v1_path("devices")
-    if devices_v1 is not None:
-        path = cgroups.make(cgroups.path_for(devices_v1, container_id))
-        (path / "devices.deny").write_text("a\n")
-        for rule in rules:
-            (path / "devices.allow").write_text(f"{rule}\n")
-    elif layout.kind == "unified":
-        path = cgroups.make(cgroups.path_for(Path(layout.v2_mount), container_id))
-        attach(program(rules), path)
-    else:
-        raise LabkitError(
-            "this host has no device controller (no v1 'devices' hierarchy, no cgroup v2)",
-            fix="use a kernel with cgroup v2, or mount the v1 devices controller",
-        )
-    return path
+
+def apply_v2(path: Path, rules: Iterable[Rule]) -> None:
+    """A v2 cgroup: the rules as an eBPF program attached to it."""
+    attach(program(rules), path)
 
 
 # -- cgroup v2: an eBPF program ------------------------------------------------------------------
@@ -144,7 +132,14 @@ def program(rules: Iterable[Rule]) -> bytes:
         _insn(LDX_W, R5, R1, 8),  # r5 = minor
     ]
     tail = [_insn(MOV_K, R0, imm=0), _insn(EXIT)]  # no rule matched: refuse
-    return b"".join([*head, *(_rule_block(r) for r in rules), *tail])
+    blocks = []
+    for rule in rules:
+        blocks.append(_rule_block(rule))
+        if rule.type == "a" and set(rule.access) == set("rwm") and rule.major is rule.minor is None:
+            # "a *:* rwm" allows everything: its block ends the program, and nothing may
+            # follow it (the verifier refuses a program with unreachable instructions).
+            return b"".join([*head, *blocks])
+    return b"".join([*head, *blocks, *tail])
 
 
 BPF_PROG_LOAD, BPF_PROG_ATTACH = 5, 8
