@@ -23,11 +23,9 @@ from jupyter_client import KernelManager
 from nbclient import NotebookClient
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 
-from labkit.lab import exercises
+from labkit.lab import exercises, workcopy
 
-NOTEBOOKS = sorted(
-    (Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")
-)
+NOTEBOOKS = workcopy.pristine(Path(__file__).resolve().parent.parent)
 _CHECK = re.compile(r"""lab\.check\(\s*["']([\w-]+)["']""")
 _MAGIC = re.compile(r"^%%labkit_child\b.*--exercise[ =]([\w-]+)")
 

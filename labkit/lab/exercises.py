@@ -1,7 +1,7 @@
 """Exercises: the learner writes one step, a checker runs it against the real kernel and answers
 in the learner's terms.
 
-An exercise has an id (``"02-uid-map"``: notebook number, then a name), instructions in English
+An exercise has an id (``"02a-uid-map"``: notebook number, then a name), instructions in English
 and Korean, a checker and a reference solution. Checkers live in ``labkit.lab.checks.nbNN``,
 solutions in ``labkit.lab.solutions.nbNN`` (out of the learner's way, loaded only when needed).
 Three kinds of answer:

@@ -134,8 +134,10 @@ def terminal(command: str, check: bool = True, timeout: float = 120) -> Shown:
     )
     print(f"$ {command}")
     print(done.stdout, end="" if done.stdout.endswith("\n") or not done.stdout else "\n")
-    if done.stderr:
+    if done.stderr:  # flushed in turn: Jupyter shows each stream in the order it is flushed
+        sys.stdout.flush()
         print(done.stderr, end="" if done.stderr.endswith("\n") else "\n", file=sys.stderr)
+        sys.stderr.flush()
     if check and done.returncode != 0:
         raise LessonMismatch(f"✗ `{command}` exited {done.returncode}")
     return Shown(done.stdout)

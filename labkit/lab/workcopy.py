@@ -3,12 +3,13 @@
 The tracked notebooks in ``notebooks/`` are the pristine lab. A learner works in ``work/`` at
 the root of the checkout (git-ignored), which holds a copy of each: JupyterLab opens those. A
 new lab version (``git pull``) changes only ``notebooks/``; ``labkit lab init`` then adds copies
-of new notebooks and never touches existing ones, and ``labkit lab restore 02`` replaces one
+of new notebooks and never touches existing ones, and ``labkit lab restore 02a`` replaces one
 copy with the pristine notebook, keeping the learner's old copy in ``work/backup/``.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -24,18 +25,26 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+#: A step's notebook: its number, a letter when the step is split in two (``02a``, ``02b``),
+#: then its name; sorted by name, they come in the order of the lab.
+NOTEBOOK = re.compile(r"(\d\d[a-z]?)_\w+\.ipynb")
+
+
 def pristine(repo: Path) -> list[Path]:
-    return sorted((repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return sorted(p for p in (repo / "notebooks").glob("*.ipynb") if NOTEBOOK.fullmatch(p.name))
 
 
 def find(step: str, repo: Path) -> Path:
-    """The pristine notebook named by ``step``: ``02``, ``2``, ``02_namespaces`` or a file name."""
+    """The pristine notebook named by ``step``: ``01``, ``1``, ``02a``, ``2a``, ``01_chroot``
+    or a file name. A number that names a step split in two (``02``) names both: ask for one."""
     name = Path(step).name.removesuffix(".ipynb")
-    if name.isdigit():
-        name = f"{int(name):02d}"
+    number = re.fullmatch(r"(\d+)([a-z]?)", name)
+    if number:
+        name = f"{int(number[1]):02d}{number[2]}"
     matches = [p for p in pristine(repo) if p.stem == name or p.stem.split("_", 1)[0] == name]
     if len(matches) != 1:
-        known = ", ".join(p.stem for p in pristine(repo))
+        parts = [p.stem for p in pristine(repo) if p.stem.split("_", 1)[0][:2] == name]
+        known = ", ".join(parts or [p.stem for p in pristine(repo)])
         raise LabkitError(f"no notebook {step!r}", fix=f"name one of: {known}")
     return matches[0]
 
@@ -89,7 +98,7 @@ def main(action: str, step: str | None, repo: Path | None = None) -> int:
         print(f"{len(made)} new working copies in {repo / WORK}")
     elif action == "restore":
         if not step:
-            raise LabkitError("which notebook?", fix="name it, e.g. labkit lab restore 02")
+            raise LabkitError("which notebook?", fix="name it, e.g. labkit lab restore 02a")
         copy, backup = restore(step, repo)
         if backup:
             print(f"your copy is kept as {backup}")
