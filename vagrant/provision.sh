@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Set up a machine for labkit: system packages, the Python venv, base images, and JupyterLab.
 #
-# The same script provisions the learner's Vagrant VM (Ubuntu 24.04), a learner's own Linux
-# host (Ubuntu 24.04 / Debian 12) and the CI machine (Debian 12, via .ci/run). Run it as root.
-# It is idempotent: running it again only fills in what is missing.
+# The same script provisions the learner's Vagrant VM (Debian 13, or Ubuntu 24.04), a learner's
+# own Linux host (Debian 12/13, Ubuntu 24.04), the VM image CI boots (tests/guest) and the CI
+# machine (Debian 12, via .ci/run). Run it as root. It is idempotent: running it again only
+# fills in what is missing, and with everything installed it needs no network (an offline box).
 #
-#   sudo bash vagrant/provision.sh               # install everything, start JupyterLab on :8888
+#   sudo bash vagrant/provision.sh               # install everything, JupyterLab on 127.0.0.1:8888
 #   sudo bash vagrant/provision.sh --no-server   # install everything, leave JupyterLab stopped
 #   sudo bash vagrant/provision.sh --repo DIR    # labkit checkout elsewhere (the VM uses this)
-#
-# Environment: CI=<non-empty> on Debian x86_64 also installs the cgroup-v2 test harness
-# (a bootable Debian kernel and virtme-ng), see DEVELOPERS.md.
+#   sudo bash vagrant/provision.sh --listen ADDR # JupyterLab on ADDR too (the VM: 0.0.0.0, so
+#                                                # that Vagrant's port forward reaches it)
+#   bash vagrant/provision.sh --show-server-command   # print JupyterLab's command line, exit
 set -euo pipefail
 
 VENV=/opt/labkit/venv
@@ -22,7 +23,7 @@ LOG_FILE=/var/log/labkit-jupyter.log
 PORT=8888
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 say() { printf '\n[provision %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -34,6 +35,8 @@ trap 'printf "provision: failed at line %s (exit %s)\n" "$LINENO" "$?" >&2' ERR
 
 # --- arguments --------------------------------------------------------------------------------
 start_server=yes
+listen=127.0.0.1
+show_server_command=no
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +47,13 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --repo=*) repo=${1#--repo=} ;;
+    --listen)
+      [ $# -ge 2 ] && [ -n "$2" ] || die "--listen needs an address (127.0.0.1, 0.0.0.0, ...)"
+      listen=$2
+      shift
+      ;;
+    --listen=*) listen=${1#--listen=} ;;
+    --show-server-command) show_server_command=yes ;;
     -h | --help)
       usage
       exit 0
@@ -56,6 +66,30 @@ repo=$(cd "$repo" && pwd) || die "no such directory: $repo"
 [ -f "$repo/pyproject.toml" ] && [ -d "$repo/labkit" ] ||
   die "$repo is not a labkit checkout (no pyproject.toml / labkit/)"
 
+# JupyterLab runs a root kernel and a terminal: whoever reaches its port and has the token has
+# a root shell. So by default it listens on loopback only; anything else is asked for by name.
+case "$listen" in
+  127.* | ::1 | localhost) listen_warning= ;;
+  *)
+    listen_warning="JupyterLab will listen on $listen:$PORT, not only on 127.0.0.1: anyone who \
+can reach this machine there and has the token gets a root shell. In the lab VM that is \
+Vagrant's port forward (which itself listens on the host's 127.0.0.1 only); on a bare host, \
+firewall the port or drop --listen."
+    ;;
+esac
+
+# JupyterLab starts at the repository root, so README, docs/ and the labkit source are one click
+# away from the working copies in work/. The token (always required) is read from TOKEN_FILE.
+jupyter_cmd=("$VENV/bin/jupyter" lab "--ip=$listen" --port="$PORT" --no-browser --allow-root
+  "--ServerApp.root_dir=$repo" --LabApp.news_url=None
+  --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate)
+
+if [ "$show_server_command" = yes ]; then
+  if [ -n "$listen_warning" ]; then echo "provision: warning: $listen_warning" >&2; fi
+  printf '%s\n' "${jupyter_cmd[*]}"
+  exit 0
+fi
+
 [ "$(id -u)" -eq 0 ] || die "run me as root: sudo bash $0 $*"
 
 # --- which machine is this? -------------------------------------------------------------------
@@ -64,25 +98,19 @@ repo=$(cd "$repo" && pwd) || die "no such directory: $repo"
 arch=$(uname -m)
 case "${ID:-}" in
   ubuntu | debian) ;;
-  *) die "unsupported OS '${ID:-unknown}' (labkit supports Ubuntu 24.04 and Debian 12)" ;;
+  *) die "unsupported OS '${ID:-unknown}' (labkit supports Debian 12/13 and Ubuntu 24.04)" ;;
 esac
 case "${ID}-${VERSION_ID:-}" in
-  ubuntu-24.04 | debian-12) ;;
-  *) echo "provision: warning: tested on Ubuntu 24.04 and Debian 12, this is ${PRETTY_NAME:-?}" ;;
+  debian-13 | ubuntu-24.04 | debian-12) ;;
+  *) echo "provision: warning: tested on Debian 13, Ubuntu 24.04 and Debian 12, this is" \
+    "${PRETTY_NAME:-?}" ;;
 esac
-
-# The cgroup-v2 harness (tests/vm/) boots Debian's own kernel under QEMU. Only the Debian CI
-# machine needs it: it runs cgroup v1, while the learner's Ubuntu VM is cgroup v2 already.
-vm_harness=no
-if [ "$ID" = debian ] && [ "$arch" = x86_64 ] && [ -n "${CI:-}" ]; then
-  vm_harness=yes
-fi
 
 has_systemd=no
 [ -d /run/systemd/system ] && has_systemd=yes
 
 say "labkit provisioning: repo $repo on ${PRETTY_NAME:-$ID} ($arch), systemd=$has_systemd," \
-  "server=$start_server, vm harness=$vm_harness"
+  "server=$start_server, listen=$listen"
 
 # --- system packages --------------------------------------------------------------------------
 export DEBIAN_FRONTEND=noninteractive
@@ -99,13 +127,17 @@ pkgs=(
 # and runc conflict with those packages. Any working engine and runc will do for the lab.
 # Look for the daemon, not the CLI: some machines ship a docker client without an engine.
 command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
+# From Debian 13 on, docker.io only recommends the client: without docker-cli there is no
+# `docker` command (this script installs no recommends).
+if [ "$ID" = debian ] && [ "${VERSION_ID:-0}" -ge 13 ] 2>/dev/null &&
+  ! command -v docker >/dev/null 2>&1; then
+  pkgs+=(docker-cli)
+fi
 command -v runc >/dev/null 2>&1 || pkgs+=(runc)
 case "$arch" in
   x86_64) pkgs+=(qemu-system-x86) ;;
   aarch64) pkgs+=(qemu-system-arm) ;;
 esac
-# Ubuntu VMs already have /boot/vmlinuz; the Debian CI harness needs a bootable Debian kernel.
-[ "$vm_harness" = yes ] && pkgs+=(linux-image-amd64)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -113,6 +145,7 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  # Only now is the network needed: with every package there (an offline box), it is not.
   say "apt: installing ${missing[*]}"
   apt_opts=(-qq -y -o DPkg::Lock::Timeout=600 --no-install-recommends)
   apt-get "${apt_opts[@]}" update
@@ -137,7 +170,6 @@ sys.exit(0 if sys.version_info >= (3, 11) else 1)
 EOF
 
 extras=lab
-[ "$vm_harness" = yes ] && extras=lab,vm
 # pip install -e is slow and needs PyPI; skip it when nothing relevant changed since last time.
 stamp_file="$VENV/.labkit-provision-stamp"
 stamp="$repo [$extras] editable=compat $(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)"
@@ -176,10 +208,26 @@ JSON
 # replaces one with the pristine notebook.
 "$VENV/bin/labkit" lab --repo "$repo" init
 
+# --- labkit's cgroup subtree ------------------------------------------------------------------
+# systemd owns the cgroup v2 tree; labkit makes its containers' cgroups only below the cgroup
+# systemd delegates to it (vagrant/labkit.service, Delegate=yes; docs/architecture.md, "cgroups").
+if [ "$has_systemd" = yes ]; then
+  # Restarting the unit stops the containers in it (as restarting dockerd does): only when
+  # the unit itself changed; otherwise start it if it is not running.
+  labkit_unit=/etc/systemd/system/labkit.service
+  if ! cmp -s "$repo/vagrant/labkit.service" "$labkit_unit"; then
+    install -m 0644 "$repo/vagrant/labkit.service" "$labkit_unit"
+    systemctl daemon-reload
+    labkit_start=restart
+  else
+    labkit_start=start
+  fi
+  systemctl enable labkit.service >/dev/null 2>&1
+  systemctl "$labkit_start" labkit.service ||
+    echo "provision: warning: could not start labkit.service (systemctl status labkit)"
+fi
+
 # --- Docker (used to compare labkit with a real runtime) ---------------------------------------
-# On Ubuntu the learner's cgroup v2 tree needs nothing special: systemd mounts it at
-# /sys/fs/cgroup with cpu, memory, io and pids delegated to the root, and labkit creates its
-# cgroups under /sys/fs/cgroup/labkit, outside any systemd unit. Revisit if a step needs more.
 if [ "$has_systemd" = yes ] && systemctl list-unit-files docker.service >/dev/null 2>&1; then
   systemctl enable --now docker.service >/dev/null 2>&1 ||
     echo "provision: warning: could not start docker.service (systemctl status docker)"
@@ -209,11 +257,9 @@ chmod 0600 "$TOKEN_FILE"
 token=$(tr -d '[:space:]' <"$TOKEN_FILE")
 [ "$(cat "$TOKEN_FILE")" = "$token" ] || (umask 077 && printf '%s' "$token" >"$TOKEN_FILE")
 
-# JupyterLab starts at the repository root, so README, docs/ and the labkit source are one click
-# away from the working copies in work/.
-jupyter_cmd=("$VENV/bin/jupyter" lab --ip=0.0.0.0 --port="$PORT" --no-browser --allow-root
-  "--ServerApp.root_dir=$repo" --LabApp.news_url=None
-  --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate)
+if [ -n "$listen_warning" ] && [ "$start_server" = yes ]; then
+  echo "provision: warning: $listen_warning"
+fi
 
 if [ "$has_systemd" = yes ]; then
   # The unit is written even with --no-server so that a later `systemctl start` works.
@@ -221,7 +267,7 @@ if [ "$has_systemd" = yes ]; then
     cat <<EOF
 # Written by labkit's vagrant/provision.sh; rerun it instead of editing this file.
 [Unit]
-Description=JupyterLab for the labkit container lab (root kernel, port $PORT)
+Description=JupyterLab for the labkit container lab (root kernel, $listen:$PORT)
 After=network-online.target docker.service
 Wants=network-online.target
 # A Vagrant synced folder is mounted after boot: keep retrying until the repo shows up.
@@ -231,6 +277,9 @@ StartLimitIntervalSec=0
 User=root
 WorkingDirectory=$repo
 Environment=JUPYTER_TOKEN_FILE=$TOKEN_FILE
+# systemd's default PATH for units has no /sbin or /bin, so in a container (busybox keeps its
+# tools in /bin) \`nsenter --target PID --mount ps\` found no ps. Debian's PATH for root:
+Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ExecStart=${jupyter_cmd[*]}
 Restart=always
 RestartSec=5
@@ -271,15 +320,18 @@ elif [ "$start_server" = yes ]; then
 fi
 
 if [ "$start_server" = yes ]; then
+  # Seconds on a laptop's VM; a minute or more on a machine without hardware virtualisation
+  # (CI boots this VM under software emulation).
   up=no
-  for _ in $(seq 60); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$PORT/api"; then
+  deadline=$((SECONDS + 300))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if curl -fs -m 10 -o /dev/null "http://127.0.0.1:$PORT/api"; then
       up=yes
       break
     fi
     sleep 1
   done
-  [ "$up" = yes ] || die "JupyterLab did not answer on port $PORT within 60 s (see" \
+  [ "$up" = yes ] || die "JupyterLab did not answer on port $PORT within 300 s (see" \
     "$([ "$has_systemd" = yes ] && echo 'journalctl -u labkit-jupyter' || echo "$LOG_FILE"))"
   say "done. JupyterLab is running:"
   echo

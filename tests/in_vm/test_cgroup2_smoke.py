@@ -1,6 +1,6 @@
 """Smoke tests of the cgroup-v2 interface labkit relies on, against a real v2 kernel.
 
-Run inside the VM by ``python tests/vm/run_in_cgroup2.py tests/in_vm``; never on the host.
+Run inside the learner's VM by ``python tests/guest/run.py``; never on the host.
 """
 
 from __future__ import annotations
