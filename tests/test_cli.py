@@ -335,6 +335,15 @@ def test_sigterm_while_starting_leaves_no_untracked_container(
             proc.wait()
         for pid in orphans or _processes_in(busybox_rootfs, argv):
             os.kill(pid, signal.SIGKILL)
+        # A supervisor killed with -9 leaves its container's record and cgroups, as a killed
+        # runc leaves its state: `labkit reset` is how a user removes them, so the test does.
+        made = [c for r in state.glob("containers/*/record.json") for c in _cgroups_of(r)]
+        lab.cli("reset", env={"LABKIT_STATE_DIR": str(state)})
+        assert not [c for c in made if Path(c).exists()], "reset left the container's cgroups"
+
+
+def _cgroups_of(record: Path) -> list[str]:
+    return json.loads(record.read_text()).get("cgroups") or []
 
 
 def _recorded_pid(path: Path) -> int | None:

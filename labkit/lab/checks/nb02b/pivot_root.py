@@ -57,12 +57,15 @@ report(root_is_image=(_root.st_dev, _root.st_ino) == (_image.st_dev, _image.st_i
        pivoted=any(m.target == "/" for m in _now),
        old=[m.target for m in _now if [m.fstype, m.source, m.root] in _host_root],
        mounts=len(_now), inside=open("/etc/os-release").readline().strip())
-os.chdir("/")
-try:
-    _rf.chroot_escape()
-    report(escaped_to=open("/etc/os-release").readline().strip())
-except OSError as _e:
-    report(escape_error=str(_e))
+# The escape only from the image (a scratch copy): from the host's own "/" it would make
+# its hideout in the host's /tmp, and there is nothing to escape from anyway.
+if (_root.st_dev, _root.st_ino) == (_image.st_dev, _image.st_ino):
+    os.chdir("/")
+    try:
+        _rf.chroot_escape()
+        report(escaped_to=open("/etc/os-release").readline().strip())
+    except OSError as _e:
+        report(escape_error=str(_e))
 """
 
 PRECONDITIONS = t(
