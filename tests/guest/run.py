@@ -18,7 +18,7 @@
 
 Results: OUT/result.json (every fact and time), the guest's logs, the console, the
 screenshot. Exit 0 when every check passed, 1 when one failed, 2 when the VM could not run;
-with ``--if-cached`` and no cached image, 0 and a note (the arm64 image takes ~30 min to
+with ``--if-cached`` and no cached image, 0 and a note (the arm64 image takes about an hour to
 build: CI runs it only when it is there, or when asked).
 """
 
