@@ -10,7 +10,6 @@ tests/test_boundary.py, with their own positive controls.)
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import subprocess
@@ -22,7 +21,8 @@ import pytest
 from conftest import PYTHON, REPO, _env
 
 from labkit import docker
-from labkit.kernel import procfs, syscall_numbers
+from labkit.kernel import syscall_numbers
+from labkit.lab.escape_probes import file_handle, filesystem_of
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -61,38 +61,10 @@ def canary() -> Iterator[tuple[Path, str]]:
     directory.rmdir()
 
 
-def _filesystem_of(path: Path) -> tuple[int, int, str, str]:
-    """major, minor, fstype, and the path inside that filesystem."""
-    st = os.stat(path)
-    mount = max(
-        (m for m in procfs.mountinfo() if str(path).startswith(m.target.rstrip("/") + "/")),
-        key=lambda m: len(m.target),
-    )
-    inside = os.path.join(mount.root, os.path.relpath(path, mount.target)).lstrip("/")
-    return os.major(st.st_dev), os.minor(st.st_dev), mount.fstype, inside
-
-
-class _FileHandle(ctypes.Structure):
-    _fields_ = [("bytes", ctypes.c_uint), ("type", ctypes.c_int), ("f", ctypes.c_ubyte * 128)]
-
-
-def _handle_of(path: Path) -> tuple[int, int, str]:
-    """name_to_handle_at(2) on the host: what the "shocker" exploit guesses by brute force."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    handle, mount_id = _FileHandle(128, 0), ctypes.c_int()
-    at_fdcwd = -100
-    ret = libc.name_to_handle_at(
-        at_fdcwd, os.fsencode(path), ctypes.byref(handle), ctypes.byref(mount_id), 0
-    )
-    if ret:
-        raise OSError(ctypes.get_errno(), "name_to_handle_at")
-    return handle.bytes, handle.type, bytes(handle.f[: handle.bytes]).hex()
-
-
 def probes(canary: tuple[Path, str]) -> list[Probe]:
     path, token = canary
-    major, minor, fstype, inside = _filesystem_of(path)
-    size, kind, data = _handle_of(path)
+    major, minor, fstype, inside = filesystem_of(path)
+    size, kind, data = file_handle(path)
     table = getattr(syscall_numbers, os.uname().machine.upper())
     shocker = (
         """perl -e 'open(my $r, "<", "/") or die; """

@@ -79,7 +79,7 @@ def plant_canary() -> Canary:
     return canary
 
 
-def _filesystem_of(path: Path) -> tuple[int, int, str, str]:
+def filesystem_of(path: Path) -> tuple[int, int, str, str]:
     """The block device (major, minor) and type of the filesystem holding ``path``, and the
     path inside that filesystem (what a second mount of the same disk shows)."""
     st = os.stat(path)
@@ -138,7 +138,7 @@ def probes(canary: Canary | None = None) -> dict[str, Probe]:
     found = {p.key: p for p in _without_canary()}
     if canary is None:
         return found
-    major, minor, fstype, inside = _filesystem_of(canary.path)
+    major, minor, fstype, inside = filesystem_of(canary.path)
     disk = (
         f"mkdir -p /tmp/m && mknod /dev/lk-disk b {major} {minor} && "
         f"mount -t {fstype} /dev/lk-disk /tmp/m && cat /tmp/m/{inside}; umount /tmp/m"
