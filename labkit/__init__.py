@@ -20,5 +20,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # the container lifecycle: spec, helper stages, supervisor, records (stdlib only)
     ("runtime", ("labkit.runtime",)),
     # what people use: the CLI, doctor and reset, the notebook helpers
-    ("front ends", ("labkit.cli", "labkit.doctor", "labkit.reset", "labkit.lab")),
+    (
+        "front ends",
+        ("labkit.cli", "labkit.cli_images", "labkit.doctor", "labkit.reset", "labkit.lab"),
+    ),
 )

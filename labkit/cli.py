@@ -30,6 +30,9 @@ WORDS = {
     "hostname": "--hostname",
     "name": "--name",
     "workdir": "--workdir",
+    "user": "--user",
+    "entrypoint": "--entrypoint",
+    "read_only": "--read-only",
     "tty": "-t",
     "cap_add": "--cap-add",
     "cap_drop": "--cap-drop",
@@ -43,11 +46,17 @@ WORDS = {
     "pids_limit": "--pids-limit",
     "cpuset_cpus": "--cpuset-cpus",
     "systempaths_unconfined": "--security-opt systempaths=unconfined",
-    "command": "a command after --",
+    "command": "a command after the image",
     "doctor": "labkit doctor",
     "reset": "labkit reset",
     "images_ls": "labkit images ls",
     "images_build": "labkit images build",
+    "reset_images": "labkit reset --images",
+    "rmi": "labkit rmi",
+    "rmi_force": "labkit rmi -f",
+    "pull": "labkit pull",
+    "login": "labkit login",
+    "platform": "--platform",
 }
 
 
@@ -56,25 +65,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from labkit.runtime.spec import ContainerSpec
     from labkit.runtime.supervisor import Supervisor
 
-    image = None if args.rootfs else args.image
-    if image is None:
+    image, command = _image_and_command(args)
+    env = _parse_env(args.env)
+    lowers: list[str] = []
+    if image is None:  # a directory of yours: no image config, the flags alone
         rootfs = os.path.abspath(args.rootfs)
-    else:
-        from labkit.images.store import image_rootfs
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+        argv, workdir, user = entrypoint + command, args.workdir or "/", args.user or ""
+    else:  # an image: its Entrypoint, Cmd, Env, WorkingDir and User under the flags
+        from labkit.runtime.image_config import merge
 
-        rootfs = str(image_rootfs(image))
-    argv = list(args.command)
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
+        found = _runnable_or_pull(image)
+        merged = merge(found.config, command, args.entrypoint, env, args.workdir, args.user)
+        rootfs, lowers = "", [str(p) for p in found.lowers]
+        argv, env, workdir, user = merged.argv, merged.env, merged.workdir, merged.user
     spec = ContainerSpec(
         rootfs=rootfs,
         argv=argv,
         image=image,
+        lowers=lowers,
+        read_only=args.read_only,
+        user=user,
         namespaces=sorted(parse_kinds(args.ns)),
         isolation=args.isolation,
         hostname=args.hostname,
-        env=_parse_env(args.env),
-        workdir=args.workdir,
+        env=env,
+        workdir=workdir,
         name=args.name or "",
         interactive=args.interactive,
         tty=args.tty,
@@ -106,6 +122,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if error:
         print(f"labkit: {_render(LabkitError(error['message'], error['fix']))}", file=sys.stderr)
     return code
+
+
+def _image_and_command(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """Docker's ``run [OPTIONS] IMAGE [COMMAND [ARG...]]``, and labkit's older spellings:
+    with ``--image`` or ``--rootfs`` everything after the options is the command, and a
+    leading ``--`` (with no image named) means busybox."""
+    rest = list(args.command)
+    if args.image or args.rootfs:
+        return args.image, rest[1:] if rest[:1] == ["--"] else rest
+    if rest[:1] == ["--"]:
+        return "busybox", rest[1:]
+    if not rest:
+        raise LabkitError(
+            '"labkit run" requires at least 1 argument',
+            fix="labkit run [OPTIONS] IMAGE [COMMAND [ARG...]], e.g. labkit run busybox id",
+        )
+    return rest[0], rest[1:]
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from labkit.runtime import layer, records
+
+    for kind, path in layer.changes(records.find(args.container, running=False)):
+        print(f"{kind} {path}")
+    return 0
+
+
+def _runnable_or_pull(image: str):  # -> labkit.images.library.RunnableImage
+    """The image to run; one that is not here is pulled first, as ``docker run`` does
+    (its lines on stderr, so that stdout is the container's alone)."""
+    from labkit.images import baseimage, library
+
+    if library.find(image) is None and baseimage.name_of(image) is None:
+        from labkit.images.progress import TerminalProgress
+        from labkit.images.pull import pull
+        from labkit.images.reference import parse
+
+        print(f"Unable to find image '{parse(image).familiar}' locally", file=sys.stderr)
+        pull(image, progress=TerminalProgress(sys.stderr), out=sys.stderr)
+    return library.runnable(image)
 
 
 #: The resource flags, by the name ContainerSpec.resources uses (Docker's, with underscores).
@@ -170,30 +226,6 @@ def _write_atomically(path: str, text: str) -> None:
         raise
 
 
-def _cmd_images(args: argparse.Namespace) -> int:
-    from labkit.images import store
-
-    if args.action == "build":
-        names = store.KNOWN if args.name in (None, "all") else [args.name]
-        for name in names:
-            print(f"{name}: {store.build(name, force=args.force)}")
-    elif args.action == "ls":
-        for image in store.list_images():
-            print(
-                f"{image['name']:<10} {image['size_bytes'] / 2**20:8.1f} MiB  "
-                f"{image['files']:>6} files  {image['rootfs']}"
-            )
-    elif args.action == "docker-import":
-        from labkit import docker
-
-        names = (
-            [i["name"] for i in store.list_images()] if args.name in (None, "all") else [args.name]
-        )
-        for name in names:
-            print(docker.import_image(name))
-    return 0
-
-
 def _cmd_ns(args: argparse.Namespace) -> int:
     from labkit.kernel.namespaces import list_namespaces
 
@@ -249,11 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a command in a new container",
-        description="Run a command in a container: a rootfs, namespaces and "
-        "pivot_root (or chroot).",
+        description="Run a command in a new container of IMAGE (its layers under a writable "
+        "layer of the container's own), as `docker run` does; or of a directory of yours "
+        "(--rootfs DIR -- COMMAND).",
     )
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--image", default="busybox", help="a base image (default: busybox)")
+    source.add_argument(
+        "--image", help="the image (as the IMAGE argument; then everything else is the command)"
+    )
     source.add_argument("--rootfs", help="a directory to use as the root filesystem")
     run.add_argument(
         "--ns",
@@ -278,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hostname", help="hostname inside (needs uts; default: the short id)")
     run.add_argument("--name", help="a unique name (default: the short id)")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("-w", "--workdir", default="/", help="working directory inside")
+    run.add_argument("-w", "--workdir", help="working directory inside (default: the image's)")
+    run.add_argument("-u", "--user", help="user[:group] or uid[:gid] (default: the image's)")
+    run.add_argument("--entrypoint", help="replaces the image's ENTRYPOINT (and drops its CMD)")
+    run.add_argument(
+        "--read-only", action="store_true", help="mount the root read-only (/tmp, /run: tmpfs)"
+    )
     run.add_argument("--pid-file", help="write the container's host PID here once it runs")
     hardening = run.add_argument_group("security (Docker's flags and defaults)")
     hardening.add_argument("--cap-add", action="append", default=[], metavar="CAP")
@@ -313,8 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="teaching aid: attempt the classic chroot escape before exec",
     )
-    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="IMAGE [COMMAND [ARG...]]")
     run.set_defaults(func=_cmd_run)
+
+    diff = sub.add_parser("diff", help="what a container changed in its own layer")
+    diff.add_argument("container", help="its name or id")
+    diff.set_defaults(func=_cmd_diff)
 
     stats = sub.add_parser("stats", help="what a running container uses (its cgroups)")
     stats.add_argument("container", help="its name or id")
@@ -324,12 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=f"{what} every process of a running container")
         command.add_argument("container", help="its name or id")
         command.set_defaults(func=_cmd_pause)
-
-    images = sub.add_parser("images", help="build and list base images")
-    images.add_argument("action", choices=("build", "ls", "docker-import"))
-    images.add_argument("name", nargs="?", help="busybox, debian or all (default: all)")
-    images.add_argument("--force", action="store_true", help="rebuild even if built")
-    images.set_defaults(func=_cmd_images)
 
     ns = sub.add_parser("ns", help="namespaces on this host")
     ns.add_argument("action", choices=("ls",))
@@ -342,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reset = sub.add_parser("reset", help="remove everything labkit made on this host")
     reset.add_argument("--dry-run", action="store_true", help="only list what would go")
-    reset.add_argument("--images", action="store_true", help="remove built images too")
+    reset.add_argument(
+        "--images", action="store_true", help="remove images too (built, pulled and loaded)"
+    )
     reset.set_defaults(func=_cmd_reset)
 
     lab = sub.add_parser("lab", help="your working copies of the notebooks (in work/)")
@@ -350,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=("init", "restore", "ls"))
     lab.add_argument("step", nargs="?", help="for restore: a notebook, e.g. 02a")
     lab.set_defaults(func=_cmd_lab)
+    from labkit.cli_images import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

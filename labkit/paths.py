@@ -17,3 +17,10 @@ STATE_DIR = Path(os.environ.get("LABKIT_STATE_DIR", "/var/lib/labkit"))
 RUN_DIR = Path(os.environ.get("LABKIT_RUN_DIR", "/run/labkit"))
 
 IMAGES_DIR = STATE_DIR / "images"
+
+#: Pulled and imported images, as an OCI image layout: ``oci-layout``, ``index.json`` (one
+#: manifest per reference) and ``blobs/sha256/<hex>`` (manifests, configs, layer archives).
+OCI_DIR = STATE_DIR / "oci"
+#: Every layer unpacked once, by its uncompressed digest (diff id): ``<hex>/diff`` is one
+#: overlayfs lower directory, shared by every image that has that layer.
+LAYERS_DIR = STATE_DIR / "layers"

@@ -77,7 +77,10 @@ def find_containers() -> list[Leftover]:
 
 
 def remove_container(item: Leftover) -> None:
-    """SIGKILL its PID 1 if that is still the recorded process, then delete its directory."""
+    """SIGKILL its PID 1 if that is still the recorded process, then delete its directory:
+    the record and the container's own layer (upper/, work/, init/), or the copy of its root.
+    Its overlay was never mounted on the host (only in its own mount namespace, gone with
+    it), so nothing needs unmounting first."""
     from labkit.kernel import cgroups
     from labkit.runtime import records
 
@@ -206,6 +209,29 @@ def remove_path(item: Leftover) -> None:
     remove_tree(Path(item.ref["path"]))
 
 
+def find_image_garbage() -> list[Leftover]:
+    """In the OCI image store: temp files of killed pulls and loads, and blobs and layers no
+    image names (a load killed after its blobs were in). Nothing while a pull runs."""
+    from labkit.images.usage import garbage
+
+    try:
+        found = garbage()
+    except (LabkitError, OSError, ValueError, KeyError):
+        return []  # a damaged store: nothing is safe to collect; --images removes it whole
+    return [
+        Leftover("image-garbage", Path(p).name[:19], "unused by any image", {"path": p})
+        for p in found
+    ]
+
+
+def remove_image_garbage(item: Leftover) -> None:
+    """One collection removes it all (the other items are then gone already)."""
+    from labkit.images.usage import collect
+
+    if collect() is None:
+        raise LabkitError("a pull or load is running", fix="run {reset} again when it is done")
+
+
 # -- images (data: only with --images) ---------------------------------------------------------
 
 
@@ -219,6 +245,15 @@ def find_images() -> list[Leftover]:
         Leftover("image", p.name, "base image (data)", {"path": str(p)})
         for p in sorted(paths.IMAGES_DIR.iterdir())
         if not p.name.startswith(TMP_PREFIX)
+    ]
+
+
+def find_image_store() -> list[Leftover]:
+    """The OCI image store and the unpacked layers (pulled and loaded images)."""
+    return [
+        Leftover("image-store", p.name, "pulled and loaded images (data)", {"path": str(p)})
+        for p in (paths.OCI_DIR, paths.LAYERS_DIR)
+        if p.exists()
     ]
 
 
@@ -243,8 +278,10 @@ KINDS: list[Kind] = [
     Kind("cgroup", find_cgroups, remove_cgroup),
     Kind("mount", find_mounts, remove_mount),
     Kind("image-tmp", find_image_tmp, remove_path),
+    Kind("image-garbage", find_image_garbage, remove_image_garbage),
     Kind("docker-image", find_docker_images, remove_docker_image, data=True),
     Kind("image", find_images, remove_path, data=True),
+    Kind("image-store", find_image_store, remove_path, data=True),
 ]
 
 

@@ -319,3 +319,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The tests drive the real kernel: without root every one of them would fail."""
     if os.geteuid() != 0:
         pytest.exit("labkit's tests need root: run sudo bash tests/run.sh", returncode=4)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The learner's VM test last: tests/run.sh boots the VM beside the host's tests, and the
+    test only waits for it, so everything else should have run by the time it starts waiting."""
+    items.sort(key=lambda item: item.get_closest_marker("vm") is not None)

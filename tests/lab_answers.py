@@ -456,3 +456,13 @@ from test_lab_nb03 import NB03_ANSWERS  # noqa: E402
 
 ANSWERS.update(NB03_ANSWERS)
 VARIANT_WRONG["03_cgroups"] = ("03-pids-by-hand", 1)  # not-joined: the limit, but not the process
+
+
+# -- notebook 04 (images and overlayfs) ------------------------------------------------------------
+# Kept beside the checkers' own tests (tests/test_lab_nb04.py, which also checks that an overlay
+# by hand leaves no mount and no scratch directory behind).
+
+from test_lab_nb04 import NB04_ANSWERS  # noqa: E402
+
+ANSWERS.update(NB04_ANSWERS)
+VARIANT_WRONG["04_images"] = ("04-overlay-by-hand", 3)  # swapped: lowerdir and upperdir

@@ -167,8 +167,43 @@ def _ancestors(pid: int) -> set[int]:
     return chain
 
 
+#: A learner's VM run (tests/guest/run.py) that tests/run.sh starts beside the host suite.
+GUEST_RUN = "tests/guest/run.py"
+#: What such a run keeps in /tmp while it runs: the checkout it shares, the browser's profile.
+GUEST_TMP = ("labkit-guest-checkout-", "labkit-ci-chromium-")
+
+
+def _guest_runs() -> set[int]:
+    """Every process of a learner's VM run that is in progress (qemu, Chromium, ...).
+
+    tests/run.sh boots the VM beside the host's tests, so a test that compares two snapshots
+    (tests/test_cleanup.py) would otherwise see the VM's processes come and go. They are not
+    ignored for good: run.sh's own check comes after the VM has stopped, and sees them all."""
+    parents: dict[int, int] = {}
+    roots: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parents[int(entry.name)] = int(
+                (entry / "stat").read_text().rpartition(")")[2].split()[1]
+            )
+            if GUEST_RUN in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                roots.add(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    roots -= _ancestors(os.getpid())  # a check the VM run makes itself sees everything
+    tree = set(roots)
+    grew = True
+    while grew:
+        new = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= new
+        grew = bool(new)
+    return tree
+
+
 def processes() -> Iterable[str]:
-    skip = _ancestors(os.getpid())
+    skip = _ancestors(os.getpid()) | _guest_runs()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in skip:
             continue
@@ -237,7 +272,10 @@ def host_settings() -> Iterable[str]:
     binfmt = Path("/proc/sys/fs/binfmt_misc")
     if binfmt.is_dir():
         yield from (f"binfmt_misc {e.name}" for e in binfmt.glob("labkit*"))
-    yield from (f"tmp {e}" for e in sorted(Path("/tmp").glob("labkit*")))
+    guest_running = bool(_guest_runs())
+    for e in sorted(Path("/tmp").glob("labkit*")):
+        if not (guest_running and e.name.startswith(GUEST_TMP)):
+            yield f"tmp {e}"
 
 
 PROBES: dict[str, Callable[[], Iterable[str]]] = {

@@ -37,8 +37,46 @@ leak_status=0
 # (no "labkit" in this name: leak checkers look for processes that mention it)
 baseline=$(mktemp /tmp/leak-baseline.XXXXXX)
 
+# The learner's VM (tests/guest/run.py) boots beside the host's tests on a full run, not after
+# them: its emulated CPU keeps about one core busy, so the two take about as long together as
+# the VM alone (docs/learner-vm.md, "CI budget"). tests/test_learner_vm.py, collected last,
+# waits for it and reports. Inside the learner's VM itself there is no second VM to boot.
+guest_pid=
+guest_dir=
+start_guest_beside() {
+  [ $# -eq 0 ] || return 0
+  [ "${LABKIT_VM_BESIDE:-1}" = 1 ] || return 0
+  [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] || return 0
+  guest_dir=$(mktemp -d /tmp/vm-beside.XXXXXX)
+  section "learner's VM: booting beside the host's tests (log: $guest_dir/log)"
+  ( "$py" tests/guest/run.py --no-host-leakcheck >"$guest_dir/log" 2>&1
+    echo $? >"$guest_dir/rc" ) &
+  guest_pid=$!
+  export LABKIT_GUEST_RUN_DIR="$guest_dir"
+}
+
+stop_guest() {
+  [ -n "$guest_pid" ] || return 0
+  if [ "${1:-}" = interrupt ]; then
+    pkill -INT -f "tests/guest/run.py --no-host-leakcheck" || true  # it powers the VM off
+  fi
+  wait "$guest_pid" 2>/dev/null
+  if [ ! -s "$guest_dir/rc" ]; then
+    echo "tests/run.sh: the learner's VM run ended without a status; its log:" >&2
+    cat "$guest_dir/log" >&2
+    pytest_status=1
+  elif [ "$(cat "$guest_dir/rc")" != 0 ] && [ ! -e "$guest_dir/reported" ]; then
+    echo "tests/run.sh: the learner's VM run failed; its log:" >&2
+    cat "$guest_dir/log" >&2
+    pytest_status=1
+  fi
+  rm -rf "$guest_dir"
+  guest_pid=
+}
+
 finish() {
   trap - EXIT INT TERM
+  stop_guest
   section "leak check (${leakcheck[*]} --since)"
   "${leakcheck[@]}" --since "$baseline"
   leak_status=$?
@@ -63,13 +101,15 @@ if ! "${leakcheck[@]}" --save "$baseline"; then
 fi
 # From here on the leak check always runs, whatever happens to the tests.
 trap finish EXIT
-trap 'echo; echo "tests/run.sh: interrupted"; pytest_status=130; exit 130' INT TERM
+trap 'echo; echo "tests/run.sh: interrupted"; pytest_status=130; stop_guest interrupt; exit 130' INT TERM
 
 section "ruff check + ruff format --check"
 lint_paths=()
 for d in labkit tests bench; do [ -d "$d" ] && lint_paths+=("$d"); done
 "$py" -m ruff check "${lint_paths[@]}" || lint_status=1
 "$py" -m ruff format --check "${lint_paths[@]}" || lint_status=1
+
+start_guest_beside "$@"
 
 section "pytest ${*:-(tests/ and notebooks/, from pyproject.toml)}"
 "$py" -m pytest -ra "$@"

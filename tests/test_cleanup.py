@@ -52,7 +52,8 @@ def test_a_mix_of_runs_leaves_nothing(lab, busybox_rootfs: Path, rootfs_copy: Pa
         (("--try-escape",), ("true",), 0),
         ((), ("labkit-no-such-command",), 127),
         ((), ("/etc/passwd",), 126),
-        (("-w", "/labkit-no-such-dir"), ("true",), 125),
+        (("-w", "/labkit-no-such-dir"), ("true",), 0),  # made in its own layer, as Docker does
+        (("-u", "labkit-no-such-user"), ("true",), 125),
         (("--ns", "uts,bogus"), ("true",), 125),
         (("--cap-add", "SYS_ADMIN"), ("sh", "-c", "mount -t tmpfs x /tmp && exit 5"), 5),
         (("--privileged",), ("true",), 0),

@@ -14,7 +14,7 @@ import pytest
 from conftest import PYTHON, REPO, proc_status, wait_until
 
 from labkit.kernel import namespaces
-from labkit.runtime.spec import USERNS_HOST_BASE
+from labkit.kernel.namespaces import USERNS_HOST_BASE
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -131,8 +131,8 @@ def test_default_hostname_is_per_container_not_the_hosts(lab) -> None:
     assert done.stdout.strip() != socket.gethostname()
 
 
-def test_missing_workdir_is_125(lab) -> None:
-    done = lab.run("true", opts=("-w", "/labkit-no-such-dir"))
+def test_a_workdir_that_cannot_be_made_is_125(lab) -> None:
+    done = lab.run("true", opts=("-w", "/etc/passwd"))  # a missing one is made, as Docker
     assert done.returncode == 125
     _one_error_line(done.stderr)
 
@@ -362,11 +362,11 @@ def test_a_bad_name_is_refused_before_anything_starts(
     assert not state.exists() and not (tmp_path / "labkit-escaped-record").exists()
 
 
-def test_a_missing_workdir_is_named_in_the_error(lab) -> None:
-    done = lab.run("true", opts=("-w", "/labkit-no-such-dir"))
+def test_a_workdir_that_cannot_be_made_is_named_in_the_error(lab) -> None:
+    done = lab.run("true", opts=("-w", "/etc/passwd/labkit-sub"))
     assert done.returncode == 125
     line = _one_error_line(done.stderr)
-    assert "/labkit-no-such-dir" in line and "(fix: " in line
+    assert "/etc/passwd/labkit-sub" in line and "(fix: " in line
 
 
 def test_a_too_long_hostname_is_refused_by_validate(busybox_rootfs: Path) -> None:

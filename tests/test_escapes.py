@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Probe:
     escaped: Callable[[str], bool]  # did it work, judging by stdout
     stopped_by: tuple[str, ...]  # the defences that each stop it alone
     image: str = "busybox"
+    rootfs: Path | None = None  # run on this directory of ours instead of the image
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,23 @@ def canary() -> Iterator[tuple[Path, str]]:
     directory.rmdir()
 
 
-def probes(canary: tuple[Path, str]) -> list[Probe]:
+@pytest.fixture(scope="module")
+def debian_copy(canary) -> Iterator[Path]:
+    """A copy of the debian image on the canary's filesystem, used as a root of our own.
+
+    The shocker escape needs a descriptor on the host's disk to decode its handle with. A
+    container of an image has none: its root is an overlay (which decodes no handles) and
+    labkit does not yet bind-mount /etc/hosts from the host's disk as Docker does. A
+    directory of your own is bind-mounted as it is, so its "/" is on the host's disk."""
+    from labkit.images.store import image_rootfs
+
+    copy = canary[0].parent / "debian"
+    subprocess.run(["cp", "-a", str(image_rootfs("debian")), str(copy)], check=True)
+    yield copy
+    shutil.rmtree(copy)
+
+
+def probes(canary: tuple[Path, str], debian_copy: Path | None = None) -> list[Probe]:
     path, token = canary
     major, minor, fstype, inside = filesystem_of(path)
     size, kind, data = file_handle(path)
@@ -108,6 +126,7 @@ def probes(canary: tuple[Path, str]) -> list[Probe]:
             lambda out: token in out,
             ("capabilities",),  # (seccomp allows it to a container with DAC_READ_SEARCH)
             image="debian",
+            rootfs=debian_copy,
         ),
         Probe(
             "use the kernel keyring",
@@ -145,15 +164,16 @@ def probes(canary: tuple[Path, str]) -> list[Probe]:
 
 def _labkit(probe: Probe, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [PYTHON, "-m", "labkit.cli", "run", "--image", probe.image, *flags, "--",
-         "sh", "-c", probe.script],
+        [PYTHON, "-m", "labkit.cli", "run",
+         *(("--rootfs", str(probe.rootfs)) if probe.rootfs else ("--image", probe.image)),
+         *flags, "--", "sh", "-c", probe.script],
         cwd=REPO, env=_env(None), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def probe_list(canary) -> list[Probe]:
-    return probes(canary)
+def probe_list(canary, debian_copy) -> list[Probe]:
+    return probes(canary, debian_copy)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -243,7 +243,7 @@ FUSE = (10, 229)
 
 def test_a_device_node_made_inside_cannot_be_opened() -> None:
     major, minor = FUSE
-    # (in /dev: /tmp is a nodev tmpfs, where no device node opens anyway)
+    # (in /dev: a device cgroup decides, whatever the filesystem)
     script = f"mknod /dev/lk-fuse c {major} {minor} && echo made; " \
         "exec 3</dev/lk-fuse && echo opened; head -c 1 /dev/zero | wc -c"  # fmt: skip
     done = _sh(f"({script}); head -c 1 /dev/zero | wc -c")

@@ -16,6 +16,7 @@ import ast
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,11 @@ def test_the_learners_vm(capsys: pytest.CaptureFixture) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{_count_in_vm_tests()} passed" in done.stdout, done.stdout
         return
+    beside = os.environ.get("LABKIT_GUEST_RUN_DIR")
+    if beside:
+        rc = _follow_run_beside(Path(beside), capsys)
+        assert rc == 0, "the learner's VM failed a check: see the FAILED lines above"
+        return
     # The run streams its progress (boot, provisioning, notebooks, the guest's tests) to the
     # terminal: minutes of silence would hide where a slow or stuck run is.
     with capsys.disabled():
@@ -61,3 +67,28 @@ def test_the_learners_vm(capsys: pytest.CaptureFixture) -> None:
             [sys.executable, str(TESTS / "guest" / "run.py")], timeout=5400, check=False
         )
     assert done.returncode == 0, "the learner's VM failed a check: see the FAILED lines above"
+
+
+def _follow_run_beside(run_dir: Path, capsys: pytest.CaptureFixture) -> int:
+    """Wait for the VM run tests/run.sh started beside the host's tests; show its log.
+
+    The log is copied to the terminal as it grows, like the run's own output when it is
+    started here; the exit status comes from the ``rc`` file the run's shell writes."""
+    log, rc_file = run_dir / "log", run_dir / "rc"
+    deadline = time.monotonic() + 5400
+    shown = 0
+    with capsys.disabled():
+        print(f"\n(the learner's VM has been running beside the host's tests; log {log})")
+        while True:
+            done = rc_file.exists() and rc_file.read_text().strip() != ""
+            text = log.read_text(errors="replace") if log.exists() else ""
+            sys.stdout.write(text[shown:])
+            sys.stdout.flush()
+            shown = len(text)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                return -1
+            time.sleep(2)
+    (run_dir / "reported").write_text("yes\n")
+    return int(rc_file.read_text())

@@ -172,7 +172,7 @@ def test_validate_resolves_a_symlink_to_slash(tmp_path: Path) -> None:
         pytest.param(("-e", "NOEQUALS", "--", "true"), ("--env", "KEY=VALUE"), id="bad-env"),
         pytest.param(
             ("--image", "labkit-no-such-image", "--", "true"),
-            ("unknown image", "busybox"),
+            ("No such image", "labkit pull"),
             id="unknown-image",
         ),
     ],
@@ -404,11 +404,19 @@ def test_exec_failures_are_reported(lab, busybox_rootfs, argv, code, errno_name,
 
 
 def test_a_setup_failure_names_its_stage(lab, busybox_rootfs: Path) -> None:
-    out = _start(lab, busybox_rootfs, workdir="/labkit-no-such-dir")
+    # a missing workdir is made (as Docker makes one); a file where it should be is not
+    out = _start(lab, busybox_rootfs, workdir="/etc/passwd")
     assert out["code"] == 125
     assert out["error"]["stage"] == "workdir"
-    assert out["error"]["errno"] == "ENOENT"
+    assert out["error"]["errno"] == "EEXIST"
     assert "{workdir}" in out["error"]["fix"]
+
+
+def test_a_missing_workdir_in_a_directory_of_yours_is_not_made(lab, rootfs_copy: Path) -> None:
+    """labkit never creates anything in a root filesystem it does not own a layer of."""
+    out = _start(lab, rootfs_copy, workdir="/labkit-no-such-dir")
+    assert (out["code"], out["error"]["stage"], out["error"]["errno"]) == (125, "workdir", "ENOENT")
+    assert not (rootfs_copy / "labkit-no-such-dir").exists()
 
 
 def test_start_refuses_when_not_root(lab, busybox_rootfs: Path) -> None:

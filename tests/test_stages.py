@@ -17,7 +17,7 @@ from labkit.runtime import helper
 from labkit.runtime.spec import ContainerSpec
 
 PACKAGE = Path(__file__).resolve().parent.parent / "labkit"
-FRONT_ENDS = ("cli.py", "doctor.py", "reset.py", "lab")
+FRONT_ENDS = ("cli.py", "cli_images.py", "doctor.py", "reset.py", "lab")
 BELOW_THE_FRONT_ENDS = [
     p for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).parts[0] not in FRONT_ENDS
 ]
@@ -31,11 +31,13 @@ def _cli_words() -> re.Pattern[str]:
     flags = {o for a in parser._actions for o in a.option_strings}
     for sub in parser._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
         flags |= {o for a in sub._actions for o in a.option_strings}
-    # -c (Docker's short --cpu-shares) is also the shell's `sh -c`, which fixes do show
-    flags -= {"-h", "--help", "-c"}
+    # -c (Docker's short --cpu-shares) is also the shell's `sh -c`, and -u (--user) is also
+    # `ulimit -u` and `login -u USER`: fixes do show those
+    flags -= {"-h", "--help", "-c", "-u"}
     alternatives = "|".join(re.escape(f) for f in sorted(flags, key=len, reverse=True))
     return re.compile(
-        rf"(?<![\w-])({alternatives})(?![\w-])|\blabkit (run|doctor|reset|images|ns)\b"
+        rf"(?<![\w-])({alternatives})(?![\w-])"
+        r"|\blabkit (run|doctor|reset|images|ns|pull|push|login|rmi|load|save|tag)\b"
     )
 
 

@@ -122,6 +122,7 @@ pkgs=(
   iproute2 iptables util-linux procps psmisc kmod
   busybox-static debootstrap
   crun skopeo hyperfine git curl ca-certificates
+  docker-registry apache2-utils
 )
 # A host that already has a Docker engine (docker-ce + containerd.io) must keep it: docker.io
 # and runc conflict with those packages. Any working engine and runc will do for the lab.
@@ -149,8 +150,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "apt: installing ${missing[*]}"
   apt_opts=(-qq -y -o DPkg::Lock::Timeout=600 --no-install-recommends)
   apt-get "${apt_opts[@]}" update
+  # Debian's docker-registry package starts a registry on every address at :5000 as soon as it
+  # is installed; labkit runs its own on 127.0.0.1 (below), so that one must not start.
+  # policy-rc.d is how Debian lets an installer say "do not start services now".
+  # A policy already there (a chroot's "start nothing") still has the last word.
+  # (One that names labkit-provision is ours, left by a killed run: the copy is the original.)
+  policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ] && ! grep -q labkit-provision "$policy"; then
+    cp -p "$policy" "$policy.labkit-provision"
+  elif [ ! -e "$policy" ]; then
+    rm -f "$policy.labkit-provision"
+  fi
+  cat >"$policy" <<POLICY
+#!/bin/sh
+[ "\$1" = docker-registry ] && exit 101
+[ -x "$policy.labkit-provision" ] && exec "$policy.labkit-provision" "\$@"
+exit 0
+POLICY
+  chmod +x "$policy"
   apt-get "${apt_opts[@]}" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    install "${missing[@]}"
+    install "${missing[@]}" || { rm -f "$policy"; die "apt-get install failed"; }
+  rm -f "$policy"
+  if [ -e "$policy.labkit-provision" ]; then mv "$policy.labkit-provision" "$policy"; fi
 else
   say "apt: all ${#pkgs[@]} packages already installed"
 fi
@@ -243,6 +264,57 @@ if [ "$docker_up" = yes ]; then
   "$VENV/bin/labkit" images docker-import
 else
   say "images: docker is not answering; import later with: labkit images docker-import"
+fi
+
+# --- a local registry (step 04) ----------------------------------------------------------------
+# The lab works offline: a registry on 127.0.0.1:5000 (Debian's docker-registry, the same
+# server Docker Hub's API is modelled on) serves the base images, so `labkit pull` and
+# `docker pull` of localhost:5000/labkit/busybox work without the internet. Only where systemd
+# runs services (the VM, a learner's host); notebook 04 starts a registry of its own anyway.
+if [ "$has_systemd" = yes ]; then
+  systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  install -d -m 0755 "$ETC_DIR"
+  install -d -m 0700 /var/lib/labkit-registry
+  cat >"$ETC_DIR/registry.yml" <<'YAML'
+# labkit's local registry (vagrant/provision.sh): loopback only, no auth, images of the lab.
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/labkit-registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+  cat >/etc/systemd/system/labkit-registry.service <<'UNIT'
+[Unit]
+Description=labkit's local image registry on 127.0.0.1:5000 (docker-registry)
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/docker-registry serve /etc/labkit/registry.yml
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now labkit-registry.service >/dev/null 2>&1 ||
+    echo "provision: warning: could not start labkit-registry.service (systemctl status labkit-registry)"
+  for _ in $(seq 30); do
+    curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break
+    sleep 0.5
+  done
+  for name in busybox debian; do
+    if curl -fsS -o /dev/null "http://127.0.0.1:5000/v2/labkit/$name/manifests/latest"; then
+      say "registry: localhost:5000/labkit/$name already there"
+    elif "$VENV/bin/labkit" tag "$name" "localhost:5000/labkit/$name" &&
+      "$VENV/bin/labkit" push "localhost:5000/labkit/$name" >/dev/null; then
+      say "registry: pushed localhost:5000/labkit/$name"
+    else
+      echo "provision: warning: could not push $name to localhost:5000 (labkit push)"
+    fi
+  done
 fi
 
 # --- JupyterLab -------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def keep_only(names: Iterable[str]) -> None:
     The bounding set goes first (dropping from it needs CAP_SETPCAP, which capset may be
     about to remove), then ambient is cleared, then effective and permitted are set.
     """
-    keep = set(names) & bounding()  # nobody can give what it does not have itself
+    keep = set(names) & own_bounding()  # nobody can give what it does not have itself
     for i in range(last_cap() + 1):
         if NAMES[i] not in keep:
             _prctl(PR_CAPBSET_DROP, i, f"PR_CAPBSET_DROP {NAMES[i]}")
@@ -162,6 +162,17 @@ def keep_only(names: Iterable[str]) -> None:
 def bounding(pid: int | str = "self") -> set[str]:
     """A process's bounding set, by name (from /proc/PID/status)."""
     return set(names_of(procfs.status(pid).get("CapBnd", "0")))
+
+
+PR_CAPBSET_READ = 23
+
+
+def own_bounding() -> set[str]:
+    """This process's bounding set, asked of the kernel itself: after a chroot without a
+    mount namespace there is no /proc to read it from."""
+    return {
+        NAMES[i] for i in range(last_cap() + 1) if _libc.prctl(PR_CAPBSET_READ, i, 0, 0, 0) == 1
+    }
 
 
 PR_SET_NO_NEW_PRIVS = 38

@@ -57,6 +57,11 @@ _ALIASES = {"mount": "mnt", "network": "net", "ns": "mnt"}
 #: host Docker shares the host's cgroup namespace; user namespaces only with userns-remap.)
 DOCKER_DEFAULT = frozenset({"uts", "pid", "mnt", "ipc", "net", "cgroup"})
 
+#: Container root maps to this host uid/gid range when a user namespace is asked for.
+#: 100000 is where /etc/subuid ranges start on Debian and Ubuntu.
+USERNS_HOST_BASE = 100000
+USERNS_SIZE = 65536
+
 
 def parse_kinds(text: str) -> frozenset[str]:
     """Turn "uts,pid,mnt" (or "none", or "all") into a set of kind names, or say what is wrong."""

@@ -121,15 +121,35 @@ def image_groups(user: str, gid: int, group_file: str = "/etc/group") -> list[in
 
 
 @stage("credentials", fix="check the image's /etc/group")
-def reset_credentials(user: str = "root", gid: int = 0) -> None:
-    """The groups of ``user`` in the image (not the caller's), and umask 0022."""
-    os.setgroups(image_groups(user, gid))
+def reset_credentials(groups: Sequence[int] | None = None, gid: int = 0) -> None:
+    """The groups and primary group of the container's user (never the caller's; by
+    default root's groups in the image), and umask 0022. The uid changes last
+    (``become_user``): a uid other than 0 loses the capabilities the next stages need."""
+    os.setgroups(list(groups) if groups is not None else image_groups("root", 0))
+    os.setresgid(gid, gid, gid)
     os.umask(0o022)
 
 
+@stage("user", fix="give {user} a user the container may become")
+def become_user(uid: int) -> None:
+    """Switch to the container's user, after the capabilities were cut to the container's
+    set: leaving uid 0 then empties the permitted and effective sets (no keep-caps), so a
+    non-root user starts with no capabilities, as under Docker."""
+    if uid != 0:
+        os.setresuid(uid, uid, uid)
+
+
 @stage("workdir", fix="give {workdir} a directory that exists in the image")
-def change_dir(path: str) -> None:
-    """The command's working directory, resolved inside the container's root."""
+def change_dir(path: str, create: bool = False) -> None:
+    """The command's working directory, resolved inside the container's root. With
+    ``create`` (a container on an image layer of its own) a missing one is made, root-owned
+    and 0755, as Docker makes an image's WorkingDir."""
+    if create:
+        old = os.umask(0o022)
+        try:
+            os.makedirs(path, 0o755, exist_ok=True)
+        finally:
+            os.umask(old)
     os.chdir(path)
 
 

@@ -5,10 +5,12 @@ chroot only changes how one process resolves "/", so a root process can walk bac
 old root is unmounted there is nothing left to walk back to.
 
 The image a container runs on is shared by every container of that image, so the container
-must not change it: the root is a read-only bind mount of the image, with fresh tmpfs mounts
-where programs expect to write (/tmp, /run). (The overlay step replaces this with a writable
-layer of the container's own.) labkit never creates anything inside an image: the
-directories it mounts over must already be there (``missing_mount_points``).
+must not change it: the root is an overlay (``labkit.kernel.overlay``) of the image's
+read-only layers and a writable layer of the container's own, as Docker's overlay2 does; a
+directory of your own is bind-mounted as it is. A read-only root (Docker's flag of that
+name) is a read-only remount (``make_readonly``), with fresh tmpfs mounts where programs
+expect to write (/tmp, /run). labkit never creates anything inside an image: the
+directories it mounts over are there, or made in a layer of the container's own.
 
 Everything here changes the calling process, so it runs in labkit's helper process,
 never in a Jupyter kernel.
@@ -225,10 +227,10 @@ _KEEP_FLAGS = {
 
 @stage("read-only root", fix=FIX_MOUNTS)
 def make_readonly(path: str | os.PathLike[str]) -> None:
-    """Remount the bind mount at ``path`` read-only, so no container can change its image.
+    """Remount the mount at ``path`` read-only (Docker's ``--read-only``).
 
-    A bind remount changes only this one mount (not the image's filesystem, not the mounts
-    below it), and keeps the flags the mount already has.
+    A bind remount changes only this one mount (not its filesystem, not the mounts below
+    it), and keeps the flags the mount already has.
     """
     current = os.statvfs(path).f_flag
     keep = sum(ms for st, ms in _KEEP_FLAGS.items() if current & st)

@@ -17,10 +17,12 @@ import os
 import re
 import secrets
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.kernel import procfs, syscall_numbers
+from labkit.kernel.mounts import remove_tree
 
 # -- the canary ---------------------------------------------------------------------------------
 
@@ -33,6 +35,7 @@ class Canary:
     token: str
 
     def remove(self) -> None:
+        remove_tree(self.path.parent / SHOCKER_ROOT)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -119,9 +122,23 @@ class Probe:
     argv: tuple[str, ...]
     marker: str
     image: str = "busybox"
+    rootfs: str | None = None  # labkit runs it on this directory instead (--rootfs)
 
     def escaped(self, stdout: str) -> bool:
         return self.marker in stdout
+
+
+SHOCKER_ROOT = "debian-root"
+
+
+def _shocker_root(canary: Canary) -> Path:
+    """A copy of the debian image on the canary's disk (made once per canary)."""
+    from labkit.images.store import image_rootfs
+
+    root = canary.path.parent / SHOCKER_ROOT
+    if not root.is_dir():
+        subprocess.run(["cp", "-a", str(image_rootfs("debian")), str(root)], check=True)
+    return root
 
 
 def _sh(script: str) -> tuple[str, ...]:
@@ -145,7 +162,9 @@ def probes(canary: Canary | None = None) -> dict[str, Probe]:
     )
     # The handle is decoded by the filesystem of the descriptor passed with it: any file on the
     # host's disk will do. Docker bind-mounts /etc/hosts from there (the 2014 exploit used
-    # /.dockerinit the same way); labkit's whole image is a directory on it.
+    # /.dockerinit the same way). A labkit container of an image has no such file yet (its
+    # root is an overlay, which decodes no handles; the networking step adds /etc/hosts), so
+    # labkit runs this probe on a copy of the debian image beside the canary, with --rootfs.
     size, kind, data = file_handle(canary.path)
     shocker = (
         'open(my $r, "<", "/etc/hosts") or die; '
@@ -162,6 +181,7 @@ def probes(canary: Canary | None = None) -> dict[str, Probe]:
             ("perl", "-e", shocker),
             canary.token,
             "debian",
+            str(_shocker_root(canary)),
         ),
     }
     found.update(with_canary)

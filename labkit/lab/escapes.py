@@ -125,7 +125,8 @@ def command(probe: Probe, *flags: str, runtime: str = "labkit") -> Command:
     if runtime == "docker":
         args = ["run", "--rm", *docker_flags(flags), f"labkit/{probe.image}", *probe.argv]
         return Command(program="docker", args=args)
-    return Command("labkit", ["run", "--image", probe.image, *flags, "--", *probe.argv])
+    source = ("--rootfs", probe.rootfs) if probe.rootfs else ("--image", probe.image)
+    return Command("labkit", ["run", *source, *flags, "--", *probe.argv])
 
 
 def docker_flags(flags: tuple[str, ...]) -> tuple[str, ...]:

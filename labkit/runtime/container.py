@@ -28,7 +28,7 @@ from labkit.errors import LabkitError
 from labkit.kernel.cgroups.group import ContainerCgroups
 from labkit.kernel.process import arrange_fds, dup_high
 from labkit.kernel.procfs import ProcessRef
-from labkit.runtime import helper
+from labkit.runtime import helper, layer
 from labkit.runtime.records import Record
 from labkit.runtime.spec import ContainerSpec
 from labkit.runtime.stdio import Stdio
@@ -84,9 +84,9 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
     ``interrupted`` says whether the user asked to stop (Ctrl-C) while its root was being
     prepared: then nothing is started at all.
     """
-    spec = container.spec
-    if spec.runs_on_a_copy:
-        spec = _on_a_copy(spec, container.record)
+    # Its root: a layer of its own over the image's (or a copy, or your directory), and
+    # its user, looked up in that root.
+    spec = layer.root_of(container.spec, container.record)
     # Its cgroups (limits, accounting, device rules), which the helper joins before anything.
     container.cgroups = ContainerCgroups(spec.id)
     paths = container.cgroups.create(spec.limits(), spec.security().device_rules)
@@ -157,22 +157,6 @@ def _reap_forkers(container: Container, helper_pid: int, pid1: int) -> None:
         if pid and pid != pid1:  # without a PID namespace the helper *is* PID 1
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-
-
-def _on_a_copy(spec: ContainerSpec, record: Record) -> ContainerSpec:
-    """The spec with its root replaced by a throwaway copy in the container's directory:
-    without a mount namespace nothing else keeps a container from changing its image."""
-    from labkit.kernel.mounts import copy_tree, mounts_under
-
-    mounted = mounts_under(spec.rootfs)
-    if mounted:  # copying a mounted /proc would never end
-        raise LabkitError(
-            f"something is mounted inside image {spec.image}: {', '.join(mounted)}",
-            fix=f"unmount it (umount {mounted[0]}), then try again",
-        )
-    copy = record.directory / "rootfs"
-    copy_tree(spec.rootfs, copy)
-    return dataclasses.replace(spec, rootfs=str(copy))
 
 
 def _start_helper(spec: ContainerSpec, fds: list[int]) -> int:

@@ -36,10 +36,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labkit.kernel import capabilities, cgroups, masks, namespaces, process, rootfs, seccomp
+from labkit.kernel import (
+    capabilities,
+    cgroups,
+    masks,
+    namespaces,
+    overlay,
+    process,
+    rootfs,
+    seccomp,
+)
 from labkit.kernel.cgroups import view
+from labkit.kernel.namespaces import USERNS_HOST_BASE, USERNS_SIZE
 from labkit.kernel.stage import Stage, stage
-from labkit.runtime.spec import USERNS_HOST_BASE, USERNS_SIZE, ContainerSpec
+from labkit.runtime.spec import ContainerSpec
 
 REPORT_FD = 3
 GO_FD = 4
@@ -79,7 +89,7 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
         privileged, userns = security.privileged, "user" in kinds
         steps += [
             Stage(rootfs.make_mounts_private),
-            Stage(rootfs.bind_onto_itself, root),
+            root_stage(spec),
             Stage(rootfs.mount_proc, root, "pid" not in kinds),
             Stage(rootfs.mount_sys, root, "net" not in kinds, not privileged),
             Stage(
@@ -90,8 +100,10 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
                 not privileged,
             ),  # fmt: skip
             Stage(rootfs.mount_dev, root, not userns, "ipc" in kinds, privileged),
-            Stage(rootfs.mount_scratch, root),
-            Stage(rootfs.make_readonly, root),
+            # /tmp and /run on a root nobody may write: read-only, or, in a user namespace,
+            # owned by host ids the namespace does not map (Docker's userns-remap chowns
+            # a copy of every layer instead)
+            *([Stage(rootfs.mount_scratch, root)] if spec.read_only or userns else []),
         ]
     if spec.isolation == "pivot_root":
         steps.append(Stage(rootfs.pivot_into, root))
@@ -104,19 +116,35 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
         steps.append(Stage(namespaces.set_hostname, hostname))
     if spec.try_escape:
         steps.append(Stage(rootfs.chroot_escape))
+    if spec.layer:  # Docker makes a missing WorkingDir in the container's layer (or copy)
+        steps.append(Stage(process.change_dir, spec.workdir, True))
+    if spec.read_only:  # after the directory is made, before anything else may write
+        steps.append(Stage(rootfs.make_readonly, "/"))
     if "mnt" in kinds and security.masks:
         steps += [Stage(masks.mask), Stage(masks.make_read_only)]
+    who = spec.identity
     steps += [
-        Stage(process.change_dir, spec.workdir),
-        Stage(process.reset_credentials),
+        *([] if spec.layer else [Stage(process.change_dir, spec.workdir)]),
+        Stage(process.reset_credentials, who.get("groups"), who.get("gid", 0)),
         *([Stage(process.open_console, CONSOLE_FD)] if spec.tty else []),
         Stage(process.new_session, spec.tty),
         Stage(process.reset_signals),
         *hardening_stages(spec),
+        *([Stage(process.become_user, who["uid"])] if who.get("uid") else []),
         Stage(process.keep_only_stdio, REPORT_FD),
         Stage(process.exec_command, spec.argv, spec.environment()),
     ]
     return steps
+
+
+def root_stage(spec: ContainerSpec) -> Stage:
+    """What becomes the root: an image's layers under a writable layer of the container's
+    own (an overlay, mounted at ``rootfs``), or a directory of yours, bound onto itself."""
+    if spec.layer and spec.lowers:
+        layer = Path(spec.layer)
+        upper, work = str(layer / "upper"), str(layer / "work")
+        return Stage(overlay.mount, spec.rootfs, spec.lowers, upper, work)
+    return Stage(rootfs.bind_onto_itself, Path(spec.rootfs))
 
 
 def hardening_stages(spec: ContainerSpec) -> list[Stage]:

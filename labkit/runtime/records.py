@@ -142,19 +142,20 @@ def claim(container_id: str, name: str, config: dict, supervisor: ProcessRef) ->
         return record
 
 
-def find(name_or_id: str) -> Record:
-    """The running container with this name, id or unique id prefix (as Docker finds one)."""
-    running = [r for r in all_records() if r.is_running()]
-    exact = [r for r in running if name_or_id in (r.name, r.id)]
-    matches = exact or [r for r in running if r.id.startswith(name_or_id)]
+def find(name_or_id: str, running: bool = True) -> Record:
+    """The container with this name, id or unique id prefix (as Docker finds one): a running
+    one, or with ``running=False`` any that still has its record (exited, say)."""
+    candidates = [r for r in all_records() if r.is_running() or not running]
+    exact = [r for r in candidates if name_or_id in (r.name, r.id)]
+    matches = exact or [r for r in candidates if r.id.startswith(name_or_id)]
     if len(matches) != 1:
         why = "No such container" if not matches else "Several containers match"
-        raise LabkitError(
-            f"{why}: {name_or_id}", fix="give the name or id of one running container"
-        )
+        which = "running container" if running else "container"
+        raise LabkitError(f"{why}: {name_or_id}", fix=f"give the name or id of one {which}")
     return matches[0]
 
 
 def remove(container_id: str) -> None:
-    """Delete a container's directory: its record and any scratch copy of its root."""
+    """Delete a container's directory: its record and its own layer (upper, work) or the
+    throwaway copy of its root, as ``docker rm`` removes a container's layer."""
     remove_tree(containers_dir() / container_id)

@@ -26,10 +26,6 @@ ISOLATIONS = ("pivot_root", "chroot")
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-#: Container root maps to this host uid/gid range when a user namespace is asked for.
-#: 100000 is where /etc/subuid ranges start on Debian and Ubuntu.
-USERNS_HOST_BASE = 100000
-USERNS_SIZE = 65536
 
 #: Docker's rule for container names; it also keeps names safe as file names.
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
@@ -47,7 +43,17 @@ class ContainerSpec:
 
     rootfs: str
     argv: list[str]
-    image: str | None = None  # the image ``rootfs`` belongs to; None for a directory of yours
+    image: str | None = None  # the image it runs (its name); None for a directory of yours
+    # The image's layers, top first: the root is an overlay of them and a writable layer of
+    # the container's own (labkit.runtime.layer). The supervisor then sets ``rootfs`` to the
+    # overlay's mount point (or a flattened copy) and ``layer`` to the container's directory.
+    lowers: list[str] = field(default_factory=list)
+    layer: str = ""
+    read_only: bool = False  # Docker's --read-only: nothing but /tmp and /run may be written
+    user: str = ""  # Docker's --user: "", uid, uid:gid, name, name:group
+    # Filled in by the supervisor from the image's /etc/passwd and /etc/group:
+    # {"uid": 0, "gid": 0, "groups": [0], "home": "/root"}
+    identity: dict = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=lambda: sorted(DOCKER_DEFAULT))
     isolation: str = "pivot_root"
     hostname: str | None = None
@@ -79,10 +85,19 @@ class ContainerSpec:
 
     @property
     def runs_on_a_copy(self) -> bool:
-        """Without a mount namespace the root cannot be made read-only (that would be a
-        mount on the host), so a container of an image runs on a throwaway copy of it. A
-        directory of your own (no ``image``) is used as it is: it is yours to change."""
-        return self.image is not None and "mnt" not in self.namespaces
+        """Without a mount namespace there is no overlay (it would be a mount on the host),
+        so a container of an image runs on a throwaway copy of it. A directory of your own
+        (no ``image``) is used as it is: it is yours to change."""
+        return bool(self.layers()) and "mnt" not in self.namespaces
+
+    def layers(self) -> list[str]:
+        """The read-only layers the root is made of, top first; [] for a directory of yours
+        used as it is. A ``rootfs`` inside labkit's image store is an image, never changed."""
+        if self.lowers:
+            return list(self.lowers)
+        if self.rootfs and _inside(Path(self.rootfs), paths.IMAGES_DIR, paths.LAYERS_DIR):
+            return [self.rootfs]
+        return []
 
     def effective_hostname(self) -> str | None:
         """The hostname to set: only meaningful in a new UTS namespace (Docker: short id)."""
@@ -91,14 +106,16 @@ class ContainerSpec:
         return self.hostname or self.short_id
 
     def environment(self) -> dict[str, str]:
-        """The command's environment: Docker's defaults, then the user's ``env``."""
-        env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+        """The command's environment: Docker's defaults, then ``env`` (the image's Env under
+        the user's), then, if still unset, HOME from the user's passwd entry (as runc)."""
+        env = {"PATH": DEFAULT_PATH}
         hostname = self.effective_hostname()
         if hostname:
             env["HOSTNAME"] = hostname
         if self.tty:
             env["TERM"] = "xterm"
         env.update(self.env)
+        env.setdefault("HOME", self.identity.get("home", "/root"))  # runc: the user's home
         return env
 
     def security(self) -> Security:
@@ -148,6 +165,11 @@ class ContainerSpec:
                 "a hostname of its own needs a UTS namespace",
                 fix="add uts to {ns}, or leave out {hostname}",
             )
+        if self.read_only and "mnt" not in self.namespaces:
+            raise LabkitError(
+                "a read-only root is a mount of the container's own, which needs a mount namespace",
+                fix="add mnt to {ns}, or leave out {read_only}",
+            )
         if self.tty and "mnt" not in self.namespaces:
             raise LabkitError(
                 "a terminal is made inside the container's own /dev, which needs a mount namespace",
@@ -161,6 +183,14 @@ class ContainerSpec:
             )
 
     def _validate_rootfs(self) -> None:
+        if self.lowers:  # an image: mount points it lacks go in a layer of the container's
+            missing = [d for d in self.lowers if not Path(d).is_dir()]
+            if missing:
+                raise LabkitError(
+                    f"a layer of image {self.image} is missing: {missing[0]}",
+                    fix="remove the image and get it again",
+                )
+            return
         try:
             self._check_rootfs(Path(self.rootfs))
         except OSError as exc:  # e.g. a /proc/PID/root that even root may not read
@@ -192,7 +222,10 @@ class ContainerSpec:
                 "namespace nothing would keep the container from changing that image",
                 fix="use {image} instead (it runs on a throwaway copy), or add mnt to {ns}",
             )
+        overlay = "mnt" in self.namespaces and self.layers()  # an init layer makes them
         missing = missing_mount_points(root) if "mnt" in self.namespaces else []
+        if overlay:
+            missing = [name for name in missing if (root / name).is_symlink()]
         links = [name for name in missing if (root / name).is_symlink()]
         if links:
             raise LabkitError(
@@ -215,3 +248,9 @@ class ContainerSpec:
     @classmethod
     def from_json(cls, text: str) -> ContainerSpec:
         return cls(**json.loads(text))
+
+
+def _inside(path: Path, *dirs: Path) -> bool:
+    """``path`` is one of ``dirs`` or below one (symlinks resolved)."""
+    real = path.resolve()
+    return any(real == d.resolve() or d.resolve() in real.parents for d in dirs)

@@ -10,11 +10,11 @@ different errno from the kernel.
 
 from __future__ import annotations
 
+from labkit.kernel.namespaces import USERNS_HOST_BASE as BASE
+from labkit.kernel.namespaces import USERNS_SIZE as SIZE
 from labkit.lab.checks.common import failed, run_function
 from labkit.lab.exercises import Verdict, define, right, wrong
 from labkit.lab.i18n import t
-from labkit.runtime.spec import USERNS_HOST_BASE as BASE
-from labkit.runtime.spec import USERNS_SIZE as SIZE
 
 HARNESS = """
 import errno as _errno, json as _json
