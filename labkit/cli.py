@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:  # an image: its Entrypoint, Cmd, Env, WorkingDir and User under the flags
         from labkit.runtime.image_config import merge
 
-        found = _runnable_or_pull(image)
+        found = _runnable_or_pull(image, args.pull)
         merged = merge(found.config, command, args.entrypoint, env, args.workdir, args.user)
         rootfs, lowers = "", [str(p) for p in found.lowers]
         argv, env, workdir, user = merged.argv, merged.env, merged.workdir, merged.user
@@ -149,17 +149,19 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runnable_or_pull(image: str):  # -> labkit.images.library.RunnableImage
+def _runnable_or_pull(image: str, when: str = "missing"):  # -> library.RunnableImage
     """The image to run; one that is not here is pulled first, as ``docker run`` does
-    (its lines on stderr, so that stdout is the container's alone)."""
+    (``--pull``; its lines on stderr, so that stdout is the container's alone)."""
     from labkit.images import baseimage, library
 
-    if library.find(image) is None and baseimage.name_of(image) is None:
+    here = library.find(image) is not None or baseimage.name_of(image) is not None
+    if when == "always" or (when == "missing" and not here):
         from labkit.images.progress import TerminalProgress
         from labkit.images.pull import pull
         from labkit.images.reference import parse
 
-        print(f"Unable to find image '{parse(image).familiar}' locally", file=sys.stderr)
+        if not here:
+            print(f"Unable to find image '{parse(image).familiar}' locally", file=sys.stderr)
         pull(image, progress=TerminalProgress(sys.stderr), out=sys.stderr)
     return library.runnable(image)
 
@@ -316,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-w", "--workdir", help="working directory inside (default: the image's)")
     run.add_argument("-u", "--user", help="user[:group] or uid[:gid] (default: the image's)")
     run.add_argument("--entrypoint", help="replaces the image's ENTRYPOINT (and drops its CMD)")
+    run.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="pull the image first: if it is not here (default), always, or never",
+    )
     run.add_argument(
         "--read-only", action="store_true", help="mount the root read-only (/tmp, /run: tmpfs)"
     )

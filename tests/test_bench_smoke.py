@@ -112,3 +112,26 @@ def test_the_cgroup_benchmark_measures_every_runtime(busybox_rootfs: Path, tmp_p
                         ("runc", "limits"), ("crun", "plain"), ("crun", "limits"),
                         ("crun", "disabled")}, measured  # fmt: skip
     assert all(len(v) == 2 and min(v) > 0 for v in report["lifecycle_us"].values())
+
+
+def test_the_pull_benchmark_measures_every_contender(tmp_path: Path) -> None:
+    """bench/pull.py: labkit, skopeo (copy plus unpack) and a cold docker pull from a real
+    registry, all measured; then N containers' disk, with the image's layers counted once."""
+    out = tmp_path / "pull.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "pull.py"), "--runs", "1", "--warmup", "0",
+         "--images", "busybox", "--counts", "1,2", "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    image = json.loads(out.read_text())["images"]["busybox"]
+    for name, row in image["pull"].items():
+        assert row["status"] == "ok" and len(row["samples_ms"]) == 1, (name, row)
+        assert row["median_ms"] > 0, (name, row)
+    # the same files: labkit's layer and skopeo's unpacked rootfs (within labkit's metadata)
+    ours, skopeos = image["pull"]["labkit"]["unpacked_k"], image["pull"]["skopeo"]["unpacked_k"]
+    assert 0 < skopeos <= ours < skopeos * 1.05, (ours, skopeos)
+    for tool, part in (("labkit", "layers_k"), ("docker", "image_k")):
+        one, two = image["disk"][tool]
+        assert one[part] == two[part] > 0, (tool, one, two)  # the image once, whatever N
+        assert two["containers_k"] > one["containers_k"] > 0, (tool, one, two)

@@ -171,7 +171,7 @@ def test_validate_resolves_a_symlink_to_slash(tmp_path: Path) -> None:
         pytest.param(("--workdir", "tmp", "--", "true"), ("workdir",), id="relative-workdir"),
         pytest.param(("-e", "NOEQUALS", "--", "true"), ("--env", "KEY=VALUE"), id="bad-env"),
         pytest.param(
-            ("--image", "labkit-no-such-image", "--", "true"),
+            ("--pull", "never", "--image", "labkit-no-such-image", "--", "true"),
             ("No such image", "labkit pull"),
             id="unknown-image",
         ),

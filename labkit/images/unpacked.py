@@ -32,10 +32,10 @@ META = "layer.json"
 
 
 def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) closed to host users: setuid files in a layer must not
-    be reachable by them (CVE-2021-41091), so nobody but root may even walk in."""
+    """Create ``path`` (and parents) mode 0700: setuid files in a layer must not be reachable
+    by host users (CVE-2021-41091), so nobody but root may even walk in."""
     path.mkdir(parents=True, exist_ok=True)
-    open_to_userns_root(path)
+    os.chmod(path, 0o700)
 
 
 def open_to_userns_root(path: Path) -> None:
@@ -95,6 +95,7 @@ def ensure(diff_id: str, blob: Path, media_type: str = "") -> Path:
     if has(diff_id):
         return final / "diff"
     ensure_dir(paths.LAYERS_DIR)
+    open_to_userns_root(paths.LAYERS_DIR)
     with open(paths.LAYERS_DIR / f"{LOCK_PREFIX}{final.name}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if has(diff_id):  # another pull unpacked it while we waited
