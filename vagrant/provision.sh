@@ -306,7 +306,10 @@ UNIT
     sleep 0.5
   done
   for name in busybox debian; do
-    if curl -fsS -o /dev/null "http://127.0.0.1:5000/v2/labkit/$name/manifests/latest"; then
+    # (The Accept header matters: without it the registry answers 404 for an OCI manifest.)
+    if curl -fsS -o /dev/null -H "Accept: application/vnd.oci.image.manifest.v1+json" \
+      -H "Accept: application/vnd.docker.distribution.manifest.v2+json" \
+      "http://127.0.0.1:5000/v2/labkit/$name/manifests/latest"; then
       say "registry: localhost:5000/labkit/$name already there"
     elif "$VENV/bin/labkit" tag "$name" "localhost:5000/labkit/$name" &&
       "$VENV/bin/labkit" push "localhost:5000/labkit/$name" >/dev/null; then
