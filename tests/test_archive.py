@@ -10,6 +10,7 @@ killed half-way leaves nothing the next load trips on.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import signal
@@ -40,6 +41,14 @@ CONFIGURED = (
 )
 
 
+def _manifest_tags(archive: bytes) -> list[str]:
+    """The repo tags of a docker-archive, in the order its manifest.json lists them."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        return [t for image in json.load(member) for t in image.get("RepoTags") or []]
+
+
 def _run_both(kit: Kit, tag: str, *args: str) -> str:
     ours = kit.lk("run", tag, *args).stdout
     theirs = kit.docker("run", "--rm", "--network", "none", tag, *args)
@@ -49,18 +58,20 @@ def _run_both(kit: Kit, tag: str, *args: str) -> str:
 
 def test_docker_save_loads_and_runs_as_under_docker(kit: Kit) -> None:
     tag = kit.build("cfg", *CONFIGURED)
-    out = kit.lk("load", stdin=kit.docker_save(tag, "labkit/busybox")).stdout
-    assert out == f"Loaded image: {tag}:latest\nLoaded image: labkit/busybox:latest\n"
+    archive = kit.docker_save(tag, "labkit/busybox")
+    # `docker save` lists the images in an order of its own (it varies from run to run);
+    # `docker load` reports them in the archive's order, and so must we
+    order = _manifest_tags(archive)
+    assert sorted(order) == sorted([f"{tag}:latest", "labkit/busybox:latest"])
+    out = kit.lk("load", stdin=archive).stdout
+    assert out == "".join(f"Loaded image: {t}\n" for t in order)
     assert _run_both(kit, tag) == "hello 3 1234 /srv/app from-the-image default-arg\n"
     assert _run_both(kit, tag, "given", "args") == (
         "hello 3 1234 /srv/app from-the-image given args\n"
     )
     _run_both(kit, "labkit/busybox", "sh", "-c", "cat /etc/os-release; ls -l /bin | head -3")
     # the image id is the config's digest on both sides
-    assert kit.lk("images", "-q").stdout.split() == [
-        kit.inspect(tag, "{{.Id}}")[7:19],
-        kit.inspect("labkit/busybox", "{{.Id}}")[7:19],
-    ]
+    assert kit.lk("images", "-q").stdout.split() == [kit.inspect(t, "{{.Id}}")[7:19] for t in order]
 
 
 def test_labkit_save_loads_into_docker_and_runs_the_same(kit: Kit) -> None:
