@@ -177,6 +177,33 @@ def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]
     )
 
 
+#: The new mount API came after the syscall tables were unified: one number everywhere.
+OPEN_TREE_SYSCALL, MOVE_MOUNT_SYSCALL = 428, 429
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+
+
+def open_tree_clone(path: str | os.PathLike[str]) -> int:
+    """open_tree(2) with OPEN_TREE_CLONE: a bind mount of ``path`` not attached anywhere yet,
+    held by the returned descriptor. ``move_mount`` attaches it later, in another mount
+    namespace, even one whose user namespace may not search ``path``'s directories."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC
+    fd = _libc.syscall(ctypes.c_long(OPEN_TREE_SYSCALL), ctypes.c_int(AT_FDCWD), _encode(path),
+                       ctypes.c_uint(flags))  # fmt: skip
+    if fd < 0:
+        _raise("open_tree", ctypes.get_errno(), path=os.fspath(path))
+    return fd
+
+
+def move_mount(fd: int, target: str | os.PathLike[str]) -> None:
+    """move_mount(2): attach the detached mount ``fd`` (from ``open_tree_clone``) at ``target``."""
+    ret = _libc.syscall(ctypes.c_long(MOVE_MOUNT_SYSCALL), ctypes.c_int(fd), b"",
+                        ctypes.c_int(AT_FDCWD), _encode(target),
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))  # fmt: skip
+    _check(ret, "move_mount", path=os.fspath(target))
+
+
 def sethostname(name: str) -> None:
     """sethostname(2): only affects the caller's UTS namespace."""
     raw = name.encode()
