@@ -15,13 +15,21 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("labkit", "labkit.errors", "labkit.paths")),
     # one module per kernel primitive: the steps of the lab (stdlib only)
     ("kernel", ("labkit.kernel",)),
-    # what the runtime uses besides the kernel: images, and the real Docker to compare with
-    ("services", ("labkit.images", "labkit.docker")),
+    # what the runtime uses besides the kernel: images, networks, and the real Docker to
+    # compare with
+    ("services", ("labkit.images", "labkit.docker", "labkit.network")),
     # the container lifecycle: spec, helper stages, supervisor, records (stdlib only)
     ("runtime", ("labkit.runtime",)),
     # what people use: the CLI, doctor and reset, the notebook helpers
     (
         "front ends",
-        ("labkit.cli", "labkit.cli_images", "labkit.doctor", "labkit.reset", "labkit.lab"),
+        (
+            "labkit.cli",
+            "labkit.cli_images",
+            "labkit.cli_network",
+            "labkit.doctor",
+            "labkit.reset",
+            "labkit.lab",
+        ),
     ),
 )

@@ -57,11 +57,18 @@ WORDS = {
     "pull": "labkit pull",
     "login": "labkit login",
     "platform": "--platform",
+    "network": "--network",
+    "network_ls": "labkit network ls",
+    "network_create": "labkit network create",
+    "network_rm": "labkit network rm",
+    "subnet": "--subnet",
+    "publish": "-p",
+    "userland_proxy": "--userland-proxy=false",
+    "port": "labkit port",
 }
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from labkit.kernel.namespaces import parse_kinds
     from labkit.runtime.spec import ContainerSpec
     from labkit.runtime.supervisor import Supervisor
 
@@ -86,7 +93,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lowers=lowers,
         read_only=args.read_only,
         user=user,
-        namespaces=sorted(parse_kinds(args.ns)),
+        namespaces=sorted(_namespaces(args)),
+        network=args.network,
+        publish=args.publish,
+        userland_proxy=args.userland_proxy,
         isolation=args.isolation,
         hostname=args.hostname,
         env=env,
@@ -102,6 +112,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device_cgroup_rules=args.device_cgroup_rule,
         resources={key: getattr(args, key) for key in RESOURCE_FLAGS if getattr(args, key)},
     )
+    if spec.publish and spec.network_mode() == "host":  # Docker's words, and it runs
+        print(
+            "WARNING: Published ports are discarded when using host network mode", file=sys.stderr
+        )
     supervisor = Supervisor()
     try:
         container = supervisor.start(spec)
@@ -122,6 +136,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if error:
         print(f"labkit: {_render(LabkitError(error['message'], error['fix']))}", file=sys.stderr)
     return code
+
+
+def _namespaces(args: argparse.Namespace) -> set[str]:
+    """--ns, less the network namespace with --network host (Docker: the host's network)."""
+    from labkit.kernel.namespaces import parse_kinds
+
+    kinds = parse_kinds(args.ns)
+    if args.network == "host" and args.ns == DEFAULT_NAMESPACES:
+        kinds = set(kinds) - {"net"}
+    return set(kinds)
 
 
 def _image_and_command(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -196,6 +220,15 @@ def _cmd_pause(args: argparse.Namespace) -> int:
     ContainerCgroups(record.id).freeze(args.command_name == "pause")
     print(record.name)
     return 0
+
+
+def _true_or_false(text: str) -> bool:
+    """Go's strconv.ParseBool, as Docker reads --userland-proxy=false."""
+    if text.lower() in ("1", "t", "true"):
+        return True
+    if text.lower() in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
 
 
 def _render(exc: LabkitError) -> str:
@@ -327,6 +360,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--read-only", action="store_true", help="mount the root read-only (/tmp, /run: tmpfs)"
     )
+    run.add_argument(
+        "--network",
+        "--net",
+        default="bridge",
+        metavar="NETWORK",
+        help="bridge (default: labkit0, as Docker's docker0), none, host, or a network made "
+        "with `labkit network create`",
+    )
+    run.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+        help="publish a container's port on the host, as Docker does (8080:80; 80: a random "
+        "host port, see `labkit port`); repeatable",
+    )
+    run.add_argument(
+        "--userland-proxy",
+        type=_true_or_false,
+        default=True,
+        metavar="true|false",
+        help="how the host's own localhost reaches published ports: a proxy in the supervisor "
+        "(true, the default) or hairpin NAT (false); Docker's daemon option, per container",
+    )
     run.add_argument("--pid-file", help="write the container's host PID here once it runs")
     hardening = run.add_argument_group("security (Docker's flags and defaults)")
     hardening.add_argument("--cap-add", action="append", default=[], metavar="CAP")
@@ -399,8 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("step", nargs="?", help="for restore: a notebook, e.g. 02a")
     lab.set_defaults(func=_cmd_lab)
     from labkit.cli_images import add_parsers
+    from labkit.cli_network import add_parsers as add_network_parsers
 
     add_parsers(sub)
+    add_network_parsers(sub)
     return parser
 
 

@@ -24,3 +24,8 @@ OCI_DIR = STATE_DIR / "oci"
 #: Every layer unpacked once, by its uncompressed digest (diff id): ``<hex>/diff`` is one
 #: overlayfs lower directory, shared by every image that has that layer.
 LAYERS_DIR = STATE_DIR / "layers"
+
+#: Networks are host-wide (one bridge ``labkit0``, one set of iptables chains), so their
+#: state is too: it does not follow LABKIT_STATE_DIR. Network definitions, address leases,
+#: and what labkit changed on the host (ip_forward) to put back on ``labkit reset``.
+NET_DIR = Path(os.environ.get("LABKIT_NET_DIR", "/var/lib/labkit-network"))

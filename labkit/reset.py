@@ -165,6 +165,26 @@ def remove_cgroup(item: Leftover) -> None:
         raise OSError(f"{group} is still busy")
 
 
+# -- networks (labkit.network.cleanup) --------------------------------------------------------
+
+
+def find_network() -> list[Leftover]:
+    """Networking leftovers: stale address leases, host ends of veths, networks no live
+    container uses (bridge, rules, definition), labkit's iptables chains, ip_forward. The
+    containers reset removes first count as gone already."""
+    from labkit.network import cleanup
+    from labkit.runtime import records
+
+    going = [r.id for r in records.all_records()]
+    return [Leftover(kind, name, detail, ref) for kind, name, detail, ref in cleanup.find(going)]
+
+
+def remove_network(item: Leftover) -> None:
+    from labkit.network import cleanup
+
+    cleanup.remove(item.kind, item.ref)
+
+
 # -- mounts -----------------------------------------------------------------------------------
 
 
@@ -276,6 +296,7 @@ def remove_docker_image(item: Leftover) -> None:
 KINDS: list[Kind] = [
     Kind("container", find_containers, remove_container),
     Kind("cgroup", find_cgroups, remove_cgroup),
+    Kind("network", find_network, remove_network),
     Kind("mount", find_mounts, remove_mount),
     Kind("image-tmp", find_image_tmp, remove_path),
     Kind("image-garbage", find_image_garbage, remove_image_garbage),
@@ -288,6 +309,8 @@ KINDS: list[Kind] = [
 def _remover(kind: str) -> Callable[[Leftover], None]:
     for k in KINDS:
         if kind == k.kind or (k.kind == "container" and kind == "record"):
+            return k.remove
+        if k.kind == "network" and kind.startswith("net-"):  # network's finer kinds
             return k.remove
     raise KeyError(kind)
 

@@ -310,6 +310,14 @@ def rootfs_copy(busybox_rootfs: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def network_up(lab: Lab) -> None:
+    """The default network exists: it stays once made, as docker0 does, so a snapshot taken
+    after this sees only what the test itself leaves behind."""
+    done = lab.run("true")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
 def needs_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("needs root: run the tests with sudo bash tests/run.sh")
@@ -319,6 +327,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The tests drive the real kernel: without root every one of them would fail."""
     if os.geteuid() != 0:
         pytest.exit("labkit's tests need root: run sudo bash tests/run.sh", returncode=4)
+    session.config.stash[_HAD_DEFAULT_NETWORK] = os.path.exists(DEFAULT_BRIDGE)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Containers start on the default network (``labkit0``), which stays, as docker0 does.
+    A run that made it takes it away again, so the leak check finds the host as it was."""
+    if not session.config.stash.get(_HAD_DEFAULT_NETWORK, True) and os.geteuid() == 0:
+        from labkit.network import cleanup
+
+        cleanup.remove_default_if_unused()
+
+
+_HAD_DEFAULT_NETWORK = pytest.StashKey[bool]()
+DEFAULT_BRIDGE = "/sys/class/net/labkit0"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,7 +14,7 @@ from leakcheck import leftovers, snapshot
 
 from labkit.kernel.procfs import start_time
 
-pytestmark = pytest.mark.usefixtures("needs_root")
+pytestmark = pytest.mark.usefixtures("needs_root", "network_up")
 
 
 def _tree(root: Path) -> set[str]:

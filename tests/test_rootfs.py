@@ -133,7 +133,9 @@ def test_proc_without_a_pid_namespace_shows_the_host(lab) -> None:
 
 
 def test_sys_class_net_shows_only_lo_in_a_net_namespace(lab) -> None:
-    assert lab.sh("ls /sys/class/net").stdout.split() == ["lo"]
+    assert lab.sh("ls /sys/class/net", opts=("--network", "none")).stdout.split() == ["lo"]
+    # on a network (the default), the one link labkit plugged in as well
+    assert lab.sh("ls /sys/class/net").stdout.split() == ["eth0", "lo"]
 
 
 def test_sys_class_net_without_a_net_namespace_is_the_host(lab) -> None:
@@ -150,8 +152,10 @@ def test_sys_is_read_only(lab) -> None:
 def test_only_the_container_mounts_are_visible_after_pivot_root(lab) -> None:
     """The old root was unmounted: nothing of the host's mount table is left inside."""
     done = lab.sh("cut -d' ' -f5 /proc/self/mountinfo")
-    # (no tmpfs on /tmp and /run: the root is writable, a layer of the container's own)
-    ours = {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"}
+    # (no tmpfs on /tmp and /run: the root is writable, a layer of the container's own;
+    # the network's three /etc files are bound in, as Docker binds them)
+    ours = {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
+            "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}  # fmt: skip
     hidden = set(masks.MASKED) | set(masks.READ_ONLY)  # where this kernel has them
     seen = set(done.stdout.split())
     assert ours <= seen, ours - seen

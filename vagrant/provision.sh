@@ -119,7 +119,7 @@ export NEEDRESTART_MODE=a NEEDRESTART_SUSPEND=1
 
 pkgs=(
   python3-venv python3-dev
-  iproute2 iptables util-linux procps psmisc kmod
+  iproute2 iptables conntrack iperf3 util-linux procps psmisc kmod
   busybox-static debootstrap
   crun skopeo hyperfine git curl ca-certificates
   docker-registry apache2-utils

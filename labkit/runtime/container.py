@@ -4,8 +4,10 @@
 2. with SIGINT, SIGTERM and SIGHUP blocked, the helper starts with the container's stdio as
    descriptors 0-2, REPORT as 3 and GO as 4 (and CONSOLE as 5 with -t);
 3. "created PID" arrives on REPORT: PID 1 exists and waits. The supervisor opens a pidfd for
-   it, records it as running, and writes "go" (later steps wire its
-   network first, here, as Docker does between ``runc create`` and ``runc start``);
+   it, records it as running, plugs it into its network (a veth pair whose inside end is
+   created in PID 1's network namespace, as Docker does between ``runc create`` and
+   ``runc start``, and the rules of its published ports), and writes "go"; PID 1 then gives
+   its ``eth0`` the address;
 4. end of file on REPORT means the command runs (the pipe closes on exec); an "error" line
    says which stage failed and why.
 
@@ -23,6 +25,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from labkit.errors import LabkitError
 from labkit.kernel.cgroups.group import ContainerCgroups
@@ -32,6 +35,14 @@ from labkit.runtime import helper, layer
 from labkit.runtime.records import Record
 from labkit.runtime.spec import ContainerSpec
 from labkit.runtime.stdio import Stdio
+
+if TYPE_CHECKING:
+    import socket
+
+    from labkit.network.model import Attachment
+    from labkit.network.ports import Published
+
+    Bound = list[tuple[Published, socket.socket]]
 
 #: Signals blocked while a container is made, and passed on to it once it runs.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -49,6 +60,8 @@ class Container:
         self.exited_at = 0.0
         self.auto_remove = True
         self.cgroups: ContainerCgroups | None = None
+        self.attachment: Attachment | None = None  # its place on a network, if it has one
+        self.published: Bound = []  # its published ports' host sockets (bind_ports)
 
     @property
     def error(self) -> dict | None:
@@ -58,13 +71,19 @@ class Container:
     def release(self) -> None:
         """After PID 1 exited: what it left running is killed (without a PID namespace its
         children outlive it, as under runc, which also kills them), then its cgroups go
-        (one still busy is for reset to remove)."""
-        if self.cgroups is None:
-            return
-        if self.cgroups.processes():
-            self.cgroups.kill()
-        if self.cgroups.remove():
-            self.cgroups = None
+        (one still busy is for reset to remove), its published ports are let go, and its
+        address goes back to the network."""
+        if self.cgroups is not None:
+            if self.cgroups.processes():
+                self.cgroups.kill()
+            if self.cgroups.remove():
+                self.cgroups = None
+        close_ports(self.published)
+        if self.attachment is not None:
+            from labkit.network import attach
+
+            attach.unplug(self.attachment)
+            self.attachment = None
 
     @property
     def finished(self) -> bool:
@@ -93,6 +112,8 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
     container.record.cgroups = [str(p) for p in paths]
     container.record.save()
     spec = dataclasses.replace(spec, cgroup_paths=container.record.cgroups)
+    # Its address, before the helper starts: a full or unknown network stops it here.
+    spec = _join_network(container, spec)
     if interrupted():
         raise KeyboardInterrupt
     report_r, report_w = os.pipe()
@@ -126,13 +147,60 @@ def create(container: Container, interrupted: Callable[[], bool]) -> None:
         )
 
 
+def bind_ports(spec: ContainerSpec) -> Bound:
+    """Bind the host side of its published ports, before anything else is made: a port that
+    is taken stops it here, and a random one is chosen here, once. [] without a network of
+    its own (host, none): Docker ignores published ports there."""
+    if not spec.publish or spec.network_mode() in ("host", "none"):
+        return []
+    from labkit.network import ports
+
+    return ports.bind(ports.parse_all(spec.publish))
+
+
+def close_ports(published: Bound) -> None:
+    for _, sock in published:
+        sock.close()
+    published.clear()
+
+
+def _join_network(container: Container, spec: ContainerSpec) -> ContainerSpec:
+    """Take an address on its network and write its /etc files; the spec then tells PID 1
+    what to give its eth0. A container without a network of its own never imports this."""
+    if spec.network_mode() in ("host", "none"):
+        return spec
+    from labkit.network import attach
+
+    record = container.record
+    hostname = spec.effective_hostname() or spec.short_id
+    ports = [published._asdict() for published, _ in container.published]
+    container.attachment = attach.prepare(
+        spec.id, spec.name, hostname, spec.network, record.directory, ports, spec.userland_proxy
+    )
+    if container.attachment is None:
+        return spec
+    record.network = container.attachment.to_dict()
+    record.save()
+    inside = {
+        "address": container.attachment.address,
+        "prefix": container.attachment.prefix,
+        "gateway": container.attachment.gateway,
+    }
+    files = attach.files_for(container.attachment) if "mnt" in spec.namespaces else {}
+    return dataclasses.replace(spec, net=inside, etc_files=files)
+
+
 def _record_running(container: Container, pid: int, go_w: int) -> None:
-    """PID 1 exists and waits: record it, confine it, then let it go on."""
+    """PID 1 exists and waits: record it, plug it into its network, then let it go on."""
     container.pid = pid
     container.pidfd = os.pidfd_open(pid)
     container.record.process = ProcessRef.of(pid)
     container.record.status = "running"
     container.record.save()
+    if container.attachment is not None:
+        from labkit.network import attach
+
+        attach.plug(container.attachment, pid)
     os.write(go_w, b"go")
 
 

@@ -14,8 +14,8 @@ step, with its own name and fix (``labkit.kernel.stage``):
 1. ``namespace_stages``: a user namespace (forking, so its ids can be mapped from
    outside), every other namespace in one unshare(2), and the fork that makes PID 1 (the
    forking parent reports the new PID as "created" and exits);
-2. PID 1 waits for GO: the supervisor records it first (and later steps put it in its
-   cgroup and wire its network here, between "created" and "go", as Docker does);
+2. PID 1 waits for GO: the supervisor records it first and plugs its network in, between
+   "created" and "go", as Docker does; ``network_stages`` then set up ``lo`` and ``eth0``;
 3. ``container_stages``: its root filesystem, hostname, working directory, a clean
    process (credentials, session, signals, descriptors), and exec.
 
@@ -37,10 +37,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from labkit.kernel import (
+    binds,
     capabilities,
     cgroups,
     masks,
     namespaces,
+    netdev,
     overlay,
     process,
     rootfs,
@@ -63,12 +65,27 @@ EXIT_NOT_FOUND = 127
 
 def stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
     """Everything the helper does, in order: the whole life of a container before exec."""
-    return [*namespace_stages(spec, report), Stage(wait_for_go), *container_stages(spec)]
+    return [
+        *namespace_stages(spec, report),
+        Stage(wait_for_go),
+        *network_stages(spec),
+        *container_stages(spec),
+    ]
+
+
+def network_stages(spec: ContainerSpec) -> list[Stage]:
+    """In PID 1, once plugged in: ``lo`` up, and on a network ``eth0``'s address and the
+    default route (the supervisor made eth0 in this namespace before it said "go")."""
+    if "net" not in spec.namespaces:
+        return []  # the host's network: nothing of its own to set up
+    return [Stage(netdev.configure_inside, spec.net)]
 
 
 def namespace_stages(spec: ContainerSpec, report: Reporter) -> list[Stage]:
     """In the helper: new namespaces, and PID 1 (whose PID is reported as "created")."""
     steps = []
+    if spec.etc_files:  # while still the host's root, who may search every directory
+        steps.append(Stage(binds.open_sources, spec.etc_files))
     if spec.cgroup_paths:  # first: every namespace, and PID 1, is then made inside them
         steps.append(Stage(cgroups.join_self, spec.cgroup_paths))
     if "user" in spec.namespaces:
@@ -100,6 +117,7 @@ def container_stages(spec: ContainerSpec) -> list[Stage]:
                 not privileged,
             ),  # fmt: skip
             Stage(rootfs.mount_dev, root, not userns, "ipc" in kinds, privileged),
+            *([Stage(binds.bind_files, root, spec.etc_files)] if spec.etc_files else []),
             # /tmp and /run on a root nobody may write: read-only, or, in a user namespace,
             # owned by host ids the namespace does not map (Docker's userns-remap chowns
             # a copy of every layer instead)

@@ -40,6 +40,9 @@ from labkit.kernel.rootfs import MOUNT_POINTS
 from labkit.runtime import image_config
 from labkit.runtime.spec import ContainerSpec
 
+#: The files a container on a network gets from labkit, bound over the image's (Docker's).
+ETC_FILES = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
+
 if TYPE_CHECKING:
     from labkit.runtime.records import Record
 
@@ -71,7 +74,8 @@ def root_of(spec: ContainerSpec, record: Record) -> ContainerSpec:
         layers = [copy]
     elif layers:
         owner = USERNS_HOST_BASE if "user" in spec.namespaces else 0
-        merged, layers = prepare(record.directory, layers, owner)
+        files = ETC_FILES if spec.network_mode() not in ("host", "none") else ()
+        merged, layers = prepare(record.directory, layers, owner, files)
         lowers = [str(p) for p in layers]
         spec = dataclasses.replace(
             spec, rootfs=str(merged), lowers=lowers, layer=str(record.directory)
@@ -136,10 +140,13 @@ def read_text(lowers: list[Path], relpath: str) -> str | None:
     return found.read_text(errors="replace")
 
 
-def prepare(directory: Path, lowers: list[Path], owner: int = 0) -> tuple[Path, list[Path]]:
+def prepare(
+    directory: Path, lowers: list[Path], owner: int = 0, files: tuple[str, ...] = ()
+) -> tuple[Path, list[Path]]:
     """Make ``upper/``, ``work/`` and the mount point ``merged/`` in the container's
-    ``directory``, and ``init/`` if the image lacks a mount point. Returns the mount point
-    and the lower directories to mount, top first.
+    ``directory``, and ``init/`` if the image lacks a mount point or one of ``files`` (empty
+    files for the network's /etc files to be bound over). Returns the mount point and the
+    lower directories to mount, top first.
 
     The directory is mode 0700 (setuid files copied up must not be reachable by host users,
     CVE-2021-41091), owned by ``owner``: with a user namespace, the host uid of the
@@ -151,13 +158,24 @@ def prepare(directory: Path, lowers: list[Path], owner: int = 0) -> tuple[Path, 
         os.chown(directory / name, owner, owner)
     os.chown(directory, owner, owner)
     missing = [n for n in MOUNT_POINTS if find(lowers, n) is None]
-    if missing:
+    absent = [f for f in files if find(lowers, f) is None and _may_add(lowers, f)]
+    if missing or absent:
         init = directory / "init"
         init.mkdir(mode=0o755)
         for name in missing:
             (init / name).mkdir(mode=0o755)
+        for name in absent:
+            (init / name).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            (init / name).touch(mode=0o644)
         lowers = [init, *lowers]
     return directory / "merged", lowers
+
+
+def _may_add(lowers: list[Path], relpath: str) -> bool:
+    """A file may be added below a directory the image has as a real directory, or lacks; an
+    image whose /etc is a symlink keeps it (the bind stage then leaves those files alone)."""
+    parent = find(lowers, os.path.dirname(relpath))
+    return parent is None or (parent.is_dir() and not parent.is_symlink())
 
 
 def flatten(lowers: list[Path], dest: Path) -> None:

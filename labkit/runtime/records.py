@@ -54,6 +54,7 @@ class Record:
     exit_code: int | None = None
     finished: str | None = None
     cgroups: list[str] = field(default_factory=list)  # the cgroups made for it
+    network: dict = field(default_factory=dict)  # its place on a network (an Attachment)
 
     @property
     def directory(self) -> Path:

@@ -75,6 +75,22 @@ class ContainerSpec:
     resources: dict = field(default_factory=dict)
     # Filled in by the supervisor, not the user: the cgroups the helper joins first.
     cgroup_paths: list[str] = field(default_factory=list)
+    # Docker's --network: "bridge" (the default network), "none" (a network namespace with
+    # only lo), "host" (no network namespace: the host's), or a network's name.
+    network: str = "bridge"
+    # Filled in by the supervisor from the network's lease: what PID 1 gives its eth0
+    # ({"address": "10.200.0.2", "prefix": 16, "gateway": "10.200.0.1"}), and the files it
+    # binds over the image's ({"/etc/hosts": "<the container's directory>/hosts", ...}).
+    net: dict = field(default_factory=dict)
+    etc_files: dict = field(default_factory=dict)
+    # Docker's -p, as written ("8080:80", "127.0.0.1::53/udp"; labkit.network.ports parses
+    # them). The supervisor binds them before anything else is made. Ignored without a
+    # network of its own (host, none), as Docker ignores them.
+    publish: list[str] = field(default_factory=list)
+    # How the host's loopback reaches them: the supervisor's userland proxy (Docker's
+    # default), or hairpin NAT (False: the daemon option --userland-proxy=false, here per
+    # container).
+    userland_proxy: bool = True
 
     def __post_init__(self) -> None:
         self.name = self.name or self.short_id
@@ -104,6 +120,10 @@ class ContainerSpec:
         if "uts" not in self.namespaces:
             return None
         return self.hostname or self.short_id
+
+    def network_mode(self) -> str:
+        """What its network is: without a network namespace it can only be the host's."""
+        return self.network if "net" in self.namespaces else "host"
 
     def environment(self) -> dict[str, str]:
         """The command's environment: Docker's defaults, then ``env`` (the image's Env under
@@ -138,6 +158,15 @@ class ContainerSpec:
             raise LabkitError(
                 f"unknown namespace kind(s): {', '.join(sorted(unknown))}",
                 fix="give {ns} some of " + ",".join(KINDS),
+            )
+        if self.publish:
+            from labkit.network import ports
+
+            ports.parse_all(self.publish)  # a bad spec is refused here, with Docker's rules
+        if self.network == "host" and "net" in self.namespaces:
+            raise LabkitError(
+                "the host's network was asked for, and a network namespace of its own",
+                fix="leave net out of {ns}, or pick another {network}",
             )
         if self.isolation not in ISOLATIONS:
             raise LabkitError(

@@ -13,7 +13,9 @@ Its loop waits on file descriptors only, never on one child at a time:
   (or the subprocess module) never races it;
 * the **stdio relays** of each container (``labkit.runtime.stdio``);
 * a **wakeup pipe** that Python writes a byte to when a signal arrives: SIGINT, SIGTERM and
-  SIGHUP are passed on to the containers, as ``docker run`` does; SIGWINCH resizes ptys.
+  SIGHUP are passed on to the containers, as ``docker run`` does; SIGWINCH resizes ptys;
+* the **userland proxy** of containers with published ports (``labkit.network.proxy``): their
+  listening sockets and relays, so the host's loopback reaches them with no process of its own.
 
 Starting one container is a short conversation with the helper, in
 ``labkit.runtime.container``; the supervisor claims the name first and watches it after.
@@ -29,14 +31,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from labkit.errors import LabkitError
 from labkit.kernel import syscalls
 from labkit.kernel.procfs import ProcessRef
 from labkit.runtime import records
-from labkit.runtime.container import FORWARDED_SIGNALS, Container, create, kill_and_reap
+from labkit.runtime.container import (
+    FORWARDED_SIGNALS,
+    Container,
+    bind_ports,
+    close_ports,
+    create,
+    kill_and_reap,
+)
 from labkit.runtime.spec import ContainerSpec
 from labkit.runtime.stdio import Relay, Stdio
+
+if TYPE_CHECKING:
+    from labkit.network.proxy import Proxy
 
 #: How long output may still arrive after PID 1 exited (from processes it left behind).
 DRAIN_SECONDS = 2.0
@@ -53,6 +66,7 @@ class Supervisor:
         self._selector = selectors.PollSelector()
         self._watched: dict[int, dict[int, Callable[[], None]]] = {}
         self._signals: list[int] = []
+        self._proxies: dict[str, Proxy] = {}  # container id -> its published ports' proxy
         self._saved_handlers: dict[int, object] = {}
         main = threading.current_thread() is threading.main_thread()
         if forward_signals and main:
@@ -85,13 +99,20 @@ class Supervisor:
             )
         spec.validate()
         assert self.identity is not None
-        record = records.claim(spec.id, spec.name, asdict(spec), self.identity)
+        published = bind_ports(spec)  # a taken host port stops it here, before anything exists
+        try:
+            record = records.claim(spec.id, spec.name, asdict(spec), self.identity)
+        except BaseException:
+            close_ports(published)
+            raise
         try:
             stdio = stdio or Stdio.attached(spec.interactive, spec.tty)
         except BaseException:
+            close_ports(published)
             records.remove(spec.id)
             raise
         container = Container(spec, record, stdio)
+        container.published = published
         try:
             create(container, self._interrupted)
         except BaseException:
@@ -100,6 +121,12 @@ class Supervisor:
             records.remove(spec.id)
             raise
         self.containers.append(container)
+        if container.published and spec.userland_proxy and container.attachment is not None:
+            from labkit.network.proxy import Proxy
+
+            proxy = self._proxies[spec.id] = Proxy(self._watch, self._unwatch)
+            for published, sock in container.published:
+                proxy.serve(sock, (container.attachment.address, published.container_port))
         self._watch(container.pidfd, selectors.EVENT_READ, lambda: self._reap(container))
         for relay in stdio.relays:
             self._watch_relay(relay)
@@ -124,12 +151,19 @@ class Supervisor:
         return container.exit_code
 
     def step(self, timeout: float | None = None) -> None:
-        """Wait until something is ready (or ``timeout``), and handle it."""
+        """Wait until something is ready (or ``timeout``, or a proxied UDP flow's expiry),
+        and handle it."""
+        proxies = list(self._proxies.values())
+        expiries = [t for t in (p.timeout() for p in proxies) if t is not None]
+        if expiries:
+            timeout = min(expiries) if timeout is None else min(timeout, *expiries)
         for key, events in self._selector.select(timeout):
             for event in (selectors.EVENT_READ, selectors.EVENT_WRITE):
                 handler = self._watched.get(key.fd, {}).get(event)
                 if events & event and handler is not None:
                     handler()
+        for proxy in proxies:
+            proxy.expire()
 
     def _reap(self, container: Container) -> None:
         try:
@@ -144,6 +178,9 @@ class Supervisor:
         self._unwatch(container.pidfd, selectors.EVENT_READ)
         os.close(container.pidfd)
         container.pidfd = -1
+        proxy = self._proxies.pop(container.record.id, None)
+        if proxy is not None:
+            proxy.close()
         container.release()
 
     def _route_signals(self) -> None:
@@ -211,7 +248,10 @@ class Supervisor:
             del self._watched[fd]
 
     def close(self) -> None:
-        """Give back the signal handlers and the caller's terminal."""
+        """Give back the signal handlers and the caller's terminal; stop the proxies."""
+        for proxy in self._proxies.values():
+            proxy.close()
+        self._proxies.clear()
         for container in self.containers:
             container.stdio.close()
         if self._saved_handlers:
