@@ -466,3 +466,24 @@ from test_lab_nb04 import NB04_ANSWERS  # noqa: E402
 
 ANSWERS.update(NB04_ANSWERS)
 VARIANT_WRONG["04_images"] = ("04-overlay-by-hand", 3)  # swapped: lowerdir and upperdir
+
+
+# -- notebook 05 (container networking) ----------------------------------------------------------
+# Kept beside the checkers' own tests (tests/test_lab_nb05.py, which also checks that the scratch
+# namespaces go and that the host's links, rules and forwarding setting are never touched).
+
+from test_lab_nb05 import NB05_ANSWERS  # noqa: E402
+
+ANSWERS.update(NB05_ANSWERS)
+VARIANT_WRONG["05_network"] = ("05-masquerade", 6)  # no-masquerade: the outside cannot answer
+
+
+# -- notebook 06 (publishing a port) ---------------------------------------------------------------
+# Kept beside the checkers' own tests (tests/test_lab_nb06.py, which also checks that the scratch
+# namespaces, the web server in them and the client outside go, and that the host's links, rules
+# and settings are never touched).
+
+from test_lab_nb06 import NB06_ANSWERS  # noqa: E402
+
+ANSWERS.update(NB06_ANSWERS)
+VARIANT_WRONG["06_ports"] = ("06-dnat", 2)  # wrong-chain: DNAT in OUTPUT, the router's own only
