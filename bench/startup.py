@@ -327,7 +327,10 @@ def build_contenders(
 ) -> list[Contender]:
     pid = os.getpid()
     labkit_script = Path(python).parent / "labkit"
-    run_args = ["run", "--rootfs", rootfs, "--", "true"]
+    # --network none: like runc's bundle, a network namespace with nothing in it; the
+    # *-bridge rows add what a default container pays for its network
+    run_args = ["run", "--rootfs", rootfs, "--network", "none", "--", "true"]
+    bridge_args = ["run", "--rootfs", rootfs, "--", "true"]
     chroot_root = str(own_rootfs or rootfs)
     chroot_args = ["run", "--rootfs", chroot_root, "--ns", "none", "--isolation", "chroot"]
     chroot_args += ["--", "true"]
@@ -355,6 +358,14 @@ def build_contenders(
             "container",
             "python -m labkit.cli run (uts,pid,mnt,ipc,net,cgroup + pivot_root)",
             fixed([python, "-m", "labkit.cli", *run_args]),
+            needs=python,
+        ),
+        Contender(
+            "labkit-bridge",
+            "container",
+            "python -m labkit.cli run on the default network (labkit0): a veth pair, an "
+            "address, /etc/hosts and resolv.conf, set up and torn down",
+            fixed([python, "-m", "labkit.cli", *bridge_args]),
             needs=python,
         ),
         Contender(
@@ -425,6 +436,21 @@ def build_contenders(
             "container",
             f"docker run --rm --network none {DOCKER_IMAGE} true (daemon, containerd, shim, runc)",
             lambda i: [*docker_run, "--name", f"{PREFIX}-{pid}-{i}", DOCKER_IMAGE, "true"],
+            needs="docker",
+        ),
+        Contender(
+            "docker-bridge",
+            "container",
+            f"docker run --rm {DOCKER_IMAGE} true on Docker's default network (docker0)",
+            lambda i: [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                f"{PREFIX}-{pid}-b{i}",
+                DOCKER_IMAGE,
+                "true",
+            ],  # noqa: E501  # fmt: skip
             needs="docker",
         ),
         Contender("true", "baseline", "bare /bin/true: fork + exec + wait", fixed(["/bin/true"])),
