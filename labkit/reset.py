@@ -104,7 +104,9 @@ def _kill(process: ProcessRef) -> None:
     try:
         if process.is_alive():
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            select.select([pidfd], [], [], 5)  # readable once it has exited
+            poller = select.poll()  # (not select(): a process with many files has fds > 1023)
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(5000)  # readable once it has exited
     finally:
         os.close(pidfd)
 

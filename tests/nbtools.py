@@ -101,7 +101,17 @@ def run(nb: nbformat.NotebookNode, cwd: Path, env: dict[str, str] | None = None)
         kernel_name=CURRENT_ENV_KERNEL_NAME, kernel_spec_manager=NbvalKernelspecManager()
     )
     client = NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=env) if env else client.execute()
+    try:
+        client.execute(env=env) if env else client.execute()
+    finally:
+        # nbclient leaves a kernel manager it was given alone: shut its kernel down and close
+        # its zmq context, or every run keeps ~20 descriptors open in the test process
+        if client.kc is not None:
+            client.kc.stop_channels()
+            client.kc.context.destroy(linger=0)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+        km.context.destroy(linger=0)
     return nb
 
 
