@@ -15,24 +15,15 @@ process that made it is gone, however it ended; ``remove_all`` removes the noteb
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+
+from labkit.lab import netns_guard
 
 PREFIX = "labkit-nb05"
-#: The guard: wait until the pipe's writer (the kernel) is gone, then delete the namespaces.
-_GUARD = (
-    "import os, subprocess, sys\n"
-    "while os.read(int(sys.argv[1]), 4096): pass\n"
-    "for name in sys.argv[2:]:\n"
-    "    if name.startswith('labkit-') and os.path.exists('/run/netns/' + name):\n"
-    "        subprocess.run(['ip', 'netns', 'del', name], stderr=subprocess.DEVNULL)\n"
-)
 
 
 @dataclass(frozen=True)
@@ -150,56 +141,12 @@ def run(commands: list[str], echo: bool = True) -> None:
 
 # -- making and removing worlds ------------------------------------------------------------------
 
-_guards: dict[str, tuple[subprocess.Popen, int, list[str]]] = {}  # key -> guard, pipe, names
-
-
-def _guard(key: str, names: list[str]) -> None:
-    """Start a process that deletes ``names`` once this process is gone (or lets go)."""
-    read, write = os.pipe()
-    try:
-        guard = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _GUARD, str(read), *names],
-            pass_fds=(read,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C meant for the notebook is not meant for it
-        )
-    except BaseException:
-        os.close(write)
-        raise
-    finally:
-        os.close(read)
-    _guards[key] = (guard, write, names)
-
-
-def _delete(names: list[str]) -> list[str]:
-    gone = []
-    for name in names:
-        if Path("/run/netns", name).exists():
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-            gone.append(name)
-    return gone
-
-
-def _release(key: str) -> list[str]:
-    """Delete what ``key`` guards, and let its guard go (it finds nothing left, and exits)."""
-    entry = _guards.pop(key, None)
-    if entry is None:
-        return []
-    guard, write, names = entry
-    gone = _delete(names)
-    os.close(write)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        guard.wait(timeout=10)
-    return gone
-
 
 def start(world: World) -> World:
     """Make ready to build ``world``: remove a world of the same names left from an earlier run,
     and start its guard. ``build`` calls it; a notebook that builds part by part calls it first."""
     remove(world)
-    _guard(world.prefix, world.namespaces())
+    netns_guard.guard(world.prefix, world.namespaces())
     return world
 
 
@@ -219,7 +166,7 @@ def build(world: World | None = None, echo: bool = False, docker: bool = False) 
 
 def remove(world: World) -> list[str]:
     """Delete a world's namespaces (their links go with them); returns the names deleted."""
-    return sorted(set(_release(world.prefix) + _delete(world.namespaces())))
+    return sorted(set(netns_guard.release(world.prefix) + netns_guard.delete(world.namespaces())))
 
 
 @contextlib.contextmanager
@@ -229,34 +176,28 @@ def empty_namespaces(*names: str, create: bool = True) -> Iterator[list[str]]:
     False the block makes them itself (``ip netns add``, shown to the learner)."""
     full = [f"{PREFIX}-{n}" for n in names]
     key = "+".join(full)
-    _release(key)
-    _delete(full)
-    _guard(key, full)
+    netns_guard.release(key)
+    netns_guard.delete(full)
+    netns_guard.guard(key, full)
     try:
         if create:
             run([f"ip netns add {name}" for name in full], echo=False)
         yield full
     finally:
-        _release(key)
+        netns_guard.release(key)
 
 
 def existing(prefix: str = PREFIX) -> list[str]:
     """The network namespaces whose names start with ``prefix-``."""
-    run_netns = Path("/run/netns")
-    if not run_netns.is_dir():
-        return []
-    return sorted(p.name for p in run_netns.iterdir() if p.name.startswith(prefix + "-"))
+    return netns_guard.existing(prefix)
 
 
 def remove_all() -> list[str]:
     """Remove everything this process made, and the notebook's own world: every
     ``labkit-nb05-*`` namespace but another process's check (``labkit-nb05-x<pid>-*``)."""
-    gone = []
-    for key in list(_guards):
-        gone += _release(key)
-    mine = f"{PREFIX}-x{os.getpid()}-"
-    others = [n for n in existing() if n.startswith(PREFIX + "-x") and not n.startswith(mine)]
-    gone += _delete([n for n in existing() if n not in others])
+    gone = netns_guard.release_all(PREFIX)
+    others = netns_guard.others_checks(PREFIX)
+    gone += netns_guard.delete([n for n in existing() if n not in others])
     return sorted(set(gone))
 
 
@@ -264,9 +205,3 @@ def check_world() -> World:
     """A world of this process's own for one check (``labkit-nb05-x<pid>-*``), with one
     container: built, with a guard; ``remove`` it when done."""
     return build(World(prefix=f"{PREFIX}-x{os.getpid()}", containers=("a",)), docker=True)
-
-
-@atexit.register
-def _remove_made() -> None:
-    for key in list(_guards):
-        _release(key)

@@ -22,16 +22,11 @@ and removes it once the process that made it is gone, however it ended.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
-import shutil
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.lab import netns_guard
 from labkit.lab.net_demo import run
 
 PREFIX = "labkit-nb06"
@@ -45,21 +40,6 @@ echo
 from=${{REMOTE_ADDR#"[::ffff:"}}
 echo "web ({address}) answers: you came from ${{from%"]"}} port $REMOTE_PORT"
 """
-#: The guard: wait until the pipe's writer (the kernel) is gone, then remove the world.
-_GUARD = (
-    "import os, shutil, subprocess, sys\n"
-    "while os.read(int(sys.argv[1]), 4096): pass\n"
-    "for name in sys.argv[3:]:\n"
-    "    if name.startswith('labkit-') and os.path.exists('/run/netns/' + name):\n"
-    "        pids = subprocess.run(['ip', 'netns', 'pids', name], capture_output=True,\n"
-    "                              text=True).stdout.split()\n"
-    "        for pid in pids:\n"
-    "            try: os.kill(int(pid), 9)\n"
-    "            except OSError: pass\n"
-    "        subprocess.run(['ip', 'netns', 'del', name], stderr=subprocess.DEVNULL)\n"
-    "if os.path.basename(sys.argv[2]).startswith('labkit-'):\n"
-    "    shutil.rmtree(sys.argv[2], ignore_errors=True)\n"
-)
 
 
 @dataclass(frozen=True)
@@ -166,52 +146,8 @@ def steps(world: World, part: str) -> list[str]:
 
 # -- making and removing worlds ------------------------------------------------------------------
 
-_guards: dict[str, tuple[subprocess.Popen, int, list[str], str]] = {}  # names, directory
-
-
-def guard(key: str, names: list[str], directory: str = "") -> None:
-    """Start a process that removes ``names`` (and ``directory``) once this process is gone."""
-    read, write = os.pipe()
-    try:
-        guard = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _GUARD, str(read), directory or "-", *names],
-            pass_fds=(read,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,  # a Ctrl-C is not meant for it
-        )  # fmt: skip
-    except BaseException:
-        os.close(write)
-        raise
-    finally:
-        os.close(read)
-    _guards[key] = (guard, write, names, directory)
-
-
-def delete(names: list[str], directory: str = "") -> list[str]:
-    """Kill every process in the namespaces ``names``, then delete them (and ``directory``)."""
-    gone = []
-    for name in names:
-        if Path("/run/netns", name).exists():
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                with contextlib.suppress(OSError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-            gone.append(name)
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-    return gone
-
-
-def release(key: str) -> list[str]:
-    entry = _guards.pop(key, None)
-    if entry is None:
-        return []
-    guard, write, names, directory = entry
-    gone = delete(names, directory)
-    os.close(write)  # the guard finds nothing left, and exits
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        guard.wait(timeout=10)
-    return gone
+#: The guard of a world (``netns_guard``): what it made goes even if the kernel is killed.
+guard, delete, release = netns_guard.guard, netns_guard.delete, netns_guard.release
 
 
 def remove(world: World) -> list[str]:
@@ -256,25 +192,13 @@ def check_world(*extra: str) -> World:
 
 def existing(prefix: str = PREFIX) -> list[str]:
     """The network namespaces whose names start with ``prefix-``."""
-    run_netns = Path("/run/netns")
-    if not run_netns.is_dir():
-        return []
-    return sorted(p.name for p in run_netns.iterdir() if p.name.startswith(prefix + "-"))
+    return netns_guard.existing(prefix)
 
 
 def remove_all() -> list[str]:
     """Remove everything this process made, and the notebook's own: every ``labkit-nb06-*``
     namespace but another process's check (``labkit-nb06-x<pid>-*``), and its files."""
-    gone = []
-    for key in list(_guards):
-        gone += release(key)
-    mine = f"{PREFIX}-x{os.getpid()}-"
-    others = [n for n in existing() if n.startswith(PREFIX + "-x") and not n.startswith(mine)]
+    gone = netns_guard.release_all(PREFIX)
+    others = netns_guard.others_checks(PREFIX)
     gone += delete([n for n in existing() if n not in others], str(World().www.parent))
     return sorted(set(gone))
-
-
-@atexit.register
-def _remove_made() -> None:
-    for key in list(_guards):
-        release(key)
