@@ -35,6 +35,10 @@ import sys
 import time
 from pathlib import Path
 
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH)]
+import startup  # noqa: E402  (bench/startup.py: the default network left as found)
+
 PREFIX = "labkit-bench-net"
 PYTHON = os.environ.get("LABKIT_PYTHON", "/opt/labkit/venv/bin/python")
 LABKIT = [PYTHON, "-m", "labkit.cli"]
@@ -182,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-") as tmp:
+    with (
+        startup.default_network_kept_as_found(),
+        tempfile.TemporaryDirectory(prefix=f"{PREFIX}-") as tmp,
+    ):
         results = measure(args.runs, args.seconds, Path(tmp))
     text = report(results)
     print(text)

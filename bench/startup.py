@@ -769,6 +769,20 @@ def print_table(report: dict) -> None:
 
 
 @contextlib.contextmanager
+def default_network_kept_as_found() -> Iterator[None]:
+    """labkit's default network (``labkit0`` and its rules) stays once made, as docker0 does;
+    a benchmark that made it takes it away again, so it leaves the host as it found it."""
+    had = os.path.exists("/sys/class/net/labkit0")
+    try:
+        yield
+    finally:
+        if not had:
+            from labkit.network import cleanup
+
+            cleanup.remove_default_if_unused()
+
+
+@contextlib.contextmanager
 def fixtures(rootfs: str, wanted: set[str] | None) -> Iterator[dict]:
     """The bundle directory, the legacy-cgroup mount namespace if crun needs it, cleanup."""
     state: dict = {"bundle": None, "legacy": None, "notes": [], "own_rootfs": None}
@@ -823,7 +837,7 @@ def run(args: argparse.Namespace) -> dict:
     wanted = set(args.only.split(",")) if args.only else None
     host = host_facts(args.python)
     load_before = load_now()
-    with fixtures(rootfs, wanted) as state:
+    with default_network_kept_as_found(), fixtures(rootfs, wanted) as state:
         baseline = Path(args.baseline).resolve() if args.baseline else None
         contenders = build_contenders(
             rootfs, args.python, state["bundle"], state["legacy"], baseline, state["own_rootfs"]
