@@ -181,11 +181,7 @@ def _join_network(container: Container, spec: ContainerSpec) -> ContainerSpec:
         return spec
     record.network = container.attachment.to_dict()
     record.save()
-    inside = {
-        "address": container.attachment.address,
-        "prefix": container.attachment.prefix,
-        "gateway": container.attachment.gateway,
-    }
+    inside = attach.inside_config(container.attachment)
     files = attach.files_for(container.attachment) if "mnt" in spec.namespaces else {}
     return dataclasses.replace(spec, net=inside, etc_files=files)
 
